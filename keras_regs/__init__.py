@@ -1,0 +1,15 @@
+"""keras_regs: regularization for Keras 3, per layer or for a whole model at once."""
+
+from keras_regs import layers, regularizers
+from keras_regs.regularizers import HiddenL1, Regularizer, WeightL1, WeightL2
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HiddenL1",
+    "Regularizer",
+    "WeightL1",
+    "WeightL2",
+    "layers",
+    "regularizers",
+]

@@ -1,0 +1,55 @@
+"""GaussianNoise: additive zero-mean Gaussian noise in training."""
+
+import keras
+from keras import ops
+
+from keras_regs._validation import check_non_negative
+from keras_regs.layers._seeded import SeededLayer
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class GaussianNoise(SeededLayer):
+    """Adds zero-mean Gaussian noise to its input in training (theanets' `*_noise`).
+
+    In training: `y = x + n`, `n ~ N(0, stddev**2)` drawn independently for every
+    element. At inference: `y = x`, the very same tensor.
+
+    Unlike `keras.layers.GaussianNoise`, any finite `stddev >= 0` is accepted (Keras
+    refuses values above 1), the noise is always drawn from the layer's own
+    `SeedGenerator` (so it runs under `jit` on JAX, also at `stddev=0`), `stddev` is
+    held in a variable (assigning `layer.stddev` takes effect in an already compiled
+    train step), and the random state is saved with the model. Masks pass through.
+
+    Args:
+        stddev: the noise's standard deviation, a finite number >= 0.
+        seed: `None` or an integer: the seed of the layer's random sequence.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((784,))
+    x = keras_regs.layers.GaussianNoise(0.1, seed=13)(inputs)
+    ```
+    """
+
+    held = "stddev"
+
+    def __init__(self, stddev, seed=None, **kwargs):
+        super().__init__(check_non_negative(stddev, "stddev"), seed=seed, **kwargs)
+
+    @property
+    def stddev(self):
+        return self._held_value
+
+    @stddev.setter
+    def stddev(self, value):
+        self._set_held(check_non_negative(value, "stddev"))
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        noise = keras.random.normal(
+            ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator
+        )
+        return inputs + noise * ops.cast(self._held_variable, inputs.dtype)

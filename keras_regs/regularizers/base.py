@@ -1,0 +1,181 @@
+"""The base class of every keras_regs penalty, and the keyword registry."""
+
+import difflib
+import re
+
+import keras
+from keras import ops
+
+from keras_regs._validation import check_non_negative, check_reduction
+
+TARGETS = ("weights", "activity")
+
+# keyword -> class; filled by `Regularizer.__init_subclass__`.
+_REGISTRY = {}
+
+
+def snake_case(name):
+    """`WeightL2` -> `weight_l2`, `KLDivergence` -> `kl_divergence`."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _register(cls):
+    names = [snake_case(cls.__name__), *cls.__dict__.get("aliases", ())]
+    for keyword in names:
+        if not isinstance(keyword, str) or not keyword.isidentifier():
+            raise ValueError(
+                f"Invalid value for `{cls.__name__}.aliases`. Expected Python "
+                f"identifiers. Received: {keyword!r}"
+            )
+        known = _REGISTRY.get(keyword)
+        same_class = known is not None and (
+            (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
+        )
+        if known is not None and not same_class:
+            raise ValueError(
+                f"The keyword `{keyword}` of `{cls.__module__}.{cls.__qualname__}` "
+                f"is already taken by `{known.__module__}.{known.__qualname__}`. "
+                "Rename the class or change its `aliases`."
+            )
+    for keyword in names:
+        _REGISTRY[keyword] = cls
+
+
+def keywords():
+    """All registered penalty keywords, mapped to their classes.
+
+    Every concrete subclass of `keras_regs.Regularizer` registers itself under its
+    class name in snake_case plus the `aliases` it declares; these are the keywords
+    that `keras_regs.regularize_model` accepts for penalties.
+
+    Returns:
+        A new dict `{keyword: class}`, sorted by keyword.
+    """
+    return dict(sorted(_REGISTRY.items()))
+
+
+def lookup(keyword):
+    """Return the penalty class registered under `keyword`.
+
+    Example:
+
+    >>> keras_regs.regularizers.lookup("weight_decay")
+    <class 'keras_regs.regularizers.weight_l2.WeightL2'>
+
+    Raises:
+        TypeError: `keyword` is not a string.
+        ValueError: no penalty is registered under `keyword`; the message suggests
+            the closest keywords.
+    """
+    if not isinstance(keyword, str):
+        raise TypeError(
+            "Invalid type for argument `keyword`. Expected a string. "
+            f"Received: keyword={keyword!r} (of type {type(keyword).__name__})"
+        )
+    if keyword in _REGISTRY:
+        return _REGISTRY[keyword]
+    close = difflib.get_close_matches(keyword, _REGISTRY, n=3)
+    hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown penalty keyword: {keyword!r}.{hint} "
+        f"Known keywords: {', '.join(sorted(_REGISTRY))}."
+    )
+
+
+class Regularizer(keras.regularizers.Regularizer):
+    """Base class of keras_regs penalties: validation, reduction, float32, config.
+
+    A subclass sets the class attribute `target` (`"weights"` for kernel and bias
+    penalties, `"activity"` for penalties on a layer's output) and implements
+    `call(x)`, which returns the penalty's terms as a tensor of any shape. The base
+    class then
+
+    1. casts the input to float32 (so half-precision outputs under mixed precision
+       neither overflow nor break the float32 loss),
+    2. reduces the terms: `"sum"` adds them, `"mean"` averages them,
+    3. multiplies by `strength` and returns a float32 scalar.
+
+    Keras divides what an activity regularizer returns by the batch size. With
+    `reduction="sum"` that turns the sum over the batch into a per-example figure,
+    exactly as Keras' built-ins do. With `reduction="mean"` an activity penalty
+    multiplies its mean by the batch size first, so that after Keras' division the
+    loss holds the plain mean over all elements. Either way the penalty does not
+    depend on the batch size. (Calling a penalty yourself returns the value before
+    Keras' division.)
+
+    Every concrete subclass is registered under a keyword, its class name in
+    snake_case plus the names in its class attribute `aliases`, which
+    `keras_regs.regularize_model` accepts (`WeightInverse` -> `weight_inverse`).
+    Register the class with `keras.saving.register_keras_serializable` as well so
+    that saved models load it back. Extra constructor arguments must be added to
+    `get_config`.
+
+    Args:
+        strength: the penalty's coefficient, a finite number >= 0.
+        reduction: `"sum"` (default, the same value as Keras' built-in `L1`/`L2`)
+            or `"mean"` (theanets' normalisation, the mean over elements).
+
+    Example:
+
+    ```python
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="my_project")
+    class WeightInverse(keras_regs.Regularizer):
+        target = "weights"
+
+        def call(self, x):
+            return 1 / ops.sum(x * x, axis=0)
+
+    layer = keras.layers.Dense(8, kernel_regularizer=WeightInverse(1e-3))
+    ```
+    """
+
+    target = "weights"
+    aliases = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.target not in TARGETS:
+            raise ValueError(
+                f"Invalid value for `{cls.__name__}.target`. Expected one of "
+                f'"weights", "activity". Received: target={cls.target!r}'
+            )
+        if isinstance(cls.__dict__.get("aliases", ()), str):
+            raise TypeError(
+                f"Invalid type for `{cls.__name__}.aliases`. Expected a tuple of "
+                f"strings. Received: aliases={cls.aliases!r}"
+            )
+        if cls.call is not Regularizer.call:
+            _register(cls)
+
+    def __init__(self, strength, reduction="sum"):
+        self.strength = check_non_negative(strength, "strength")
+        self.reduction = check_reduction(reduction)
+
+    def call(self, x):
+        """Return the penalty's terms for `x` (already cast to float32)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `call(self, x)`, returning the "
+            "penalty's terms as a tensor."
+        )
+
+    def __call__(self, x):
+        x = ops.cast(x, "float32")
+        terms = ops.cast(self.call(x), "float32")
+        if self.reduction == "sum":
+            value = ops.sum(terms)
+        else:
+            value = ops.mean(terms)
+            if self.target == "activity" and len(x.shape) > 0:
+                # Undo Keras' division by the batch size: the loss gets the mean.
+                value = value * ops.cast(ops.shape(x)[0], "float32")
+        return value * self.strength
+
+    def get_config(self):
+        return {"strength": self.strength, "reduction": self.reduction}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

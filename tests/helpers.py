@@ -1,0 +1,132 @@
+"""Shared test helpers: the catalogue of public classes, models, round trips."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+import keras_regs
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# Every public penalty, built with non-default arguments where there are any.
+REGULARIZERS = {
+    "WeightL1": lambda: keras_regs.WeightL1(0.01),
+    "WeightL2": lambda: keras_regs.WeightL2(0.02, reduction="mean"),
+    "HiddenL1": lambda: keras_regs.HiddenL1(0.03),
+}
+# Every public layer.
+LAYERS = {
+    "GaussianNoise": lambda: keras_regs.layers.GaussianNoise(1.5, seed=7),
+    "BernoulliDropout": lambda: keras_regs.layers.BernoulliDropout(0.25, seed=8),
+}
+
+
+def to_numpy(x):
+    """A tensor or a variable as a NumPy array (variables through `.numpy()`:
+    `np.array` of a Keras TensorFlow variable trips NumPy 2's `__array__`
+    deprecation warning, an error in this suite)."""
+    if isinstance(x, keras.Variable):
+        return np.array(x.numpy())
+    return keras.ops.convert_to_numpy(x)
+
+
+def dense_model(units=8, inputs=5, seed=0, **dense_kwargs):
+    """Input -> Dense(units, tanh, **dense_kwargs) -> Dense(1), seeded weights."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    x_in = keras.Input((inputs,))
+    h = keras.layers.Dense(
+        units,
+        activation="tanh",
+        kernel_initializer=init,
+        name="hidden",
+        bias_initializer=keras.initializers.RandomNormal(seed=seed + 1),
+        **dense_kwargs,
+    )(x_in)
+    out = keras.layers.Dense(1, kernel_initializer=init, name="out")(h)
+    return keras.Model(x_in, out)
+
+
+def regression_data(n=64, inputs=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, inputs)).astype("float32")
+    y = (x @ rng.normal(size=(inputs, 1))).astype("float32")
+    return x, y
+
+
+def snapshot(model, x):
+    """Everything a round trip must keep, as plain Python/NumPy values."""
+    predictions = to_numpy(model(x, training=False))
+    return {
+        "config": json.loads(model.to_json()),
+        "variables": [to_numpy(v) for v in model.variables],
+        "losses": [float(to_numpy(loss)) for loss in model.losses],
+        "predictions": predictions,
+    }
+
+
+def assert_snapshots_equal(a, b):
+    assert a["config"] == b["config"]
+    assert len(a["variables"]) == len(b["variables"])
+    for va, vb in zip(a["variables"], b["variables"], strict=True):
+        np.testing.assert_array_equal(va, vb)
+    assert a["losses"] == b["losses"]
+    np.testing.assert_array_equal(a["predictions"], b["predictions"])
+
+
+_LOADER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    {imports}
+    import keras
+    sys.path.insert(0, "{tests_dir}")
+    from helpers import snapshot
+    model = keras.saving.load_model("{path}", safe_mode=True)
+    x = np.load("{x_path}")
+    snap = snapshot(model, x)
+    np.savez("{out}", *snap["variables"], predictions=snap["predictions"])
+    with open("{out}.json", "w") as f:
+        json.dump({{"config": snap["config"], "losses": snap["losses"]}}, f)
+    """
+)
+
+
+def load_in_fresh_process(path, x, imports=("import keras_regs",)):
+    """Load the `.keras` file at `path` in a new Python and snapshot it on `x`.
+
+    The new process imports only what `imports` lists (by default keras_regs,
+    no `custom_objects`) and loads with `safe_mode=True`.
+    """
+    base = os.path.splitext(str(path))[0]
+    x_path, out = base + "_x.npy", base + "_snapshot.npz"
+    np.save(x_path, x)
+    script = _LOADER.format(
+        imports="\n".join(imports),
+        tests_dir=TESTS_DIR,
+        path=path,
+        x_path=x_path,
+        out=out,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    arrays = np.load(out)
+    with open(out + ".json") as f:
+        meta = json.load(f)
+    n = len(arrays.files) - 1
+    return {
+        "config": meta["config"],
+        "losses": meta["losses"],
+        "variables": [arrays[f"arr_{i}"] for i in range(n)],
+        "predictions": arrays["predictions"],
+    }
