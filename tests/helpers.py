@@ -51,6 +51,15 @@ def dense_model(units=8, inputs=5, seed=0, **dense_kwargs):
     return keras.Model(x_in, out)
 
 
+def numpy_forward(model, x):
+    """`dense_model`'s hidden kernel, activations and predictions, in NumPy."""
+    hidden, out = model.get_layer("hidden"), model.get_layer("out")
+    kernel, bias = to_numpy(hidden.kernel), to_numpy(hidden.bias)
+    h = np.tanh(x.astype("float64") @ kernel + bias)
+    prediction = h @ to_numpy(out.kernel) + to_numpy(out.bias)
+    return kernel, h, prediction
+
+
 def regression_data(n=64, inputs=5, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, inputs)).astype("float32")
@@ -81,10 +90,10 @@ def assert_snapshots_equal(a, b):
 _LOADER = textwrap.dedent(
     """
     import json, sys
+    sys.path.insert(0, "{tests_dir}")
     import numpy as np
     {imports}
     import keras
-    sys.path.insert(0, "{tests_dir}")
     from helpers import snapshot
     model = keras.saving.load_model("{path}", safe_mode=True)
     x = np.load("{x_path}")

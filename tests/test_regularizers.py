@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 import keras_regs
-from helpers import dense_model, regression_data, to_numpy
+from helpers import dense_model, numpy_forward, regression_data, to_numpy
 
 SHAPES = [(7,), (4, 6), (3, 5, 2), (2, 3, 3, 4)]
 
@@ -50,7 +50,10 @@ def test_hidden_l1_matches_numpy_before_keras_divides(shape):
 
 
 def test_output_is_a_float32_scalar_for_every_input_dtype():
-    for dtype in ["float16", "bfloat16", "float32", "float64"]:
+    dtypes = ["float16", "bfloat16", "float32"]
+    if keras.backend.backend() != "jax":  # JAX has float64 only with x64 enabled
+        dtypes.append("float64")
+    for dtype in dtypes:
         w = ops.cast(np.full((3, 3), 0.5), dtype)
         for cls in (keras_regs.WeightL1, keras_regs.WeightL2, keras_regs.HiddenL1):
             value = cls(1.0)(w)
@@ -74,15 +77,6 @@ BUILTIN_PAIRS = [
     ("bias_regularizer", keras_regs.WeightL2, keras.regularizers.L2),
     ("activity_regularizer", keras_regs.HiddenL1, keras.regularizers.L1),
 ]
-
-
-def numpy_forward(model, x):
-    """The hidden activations and predictions of `dense_model`, in NumPy."""
-    hidden, out = model.get_layer("hidden"), model.get_layer("out")
-    kernel, bias = (to_numpy(w) for w in (hidden.kernel, hidden.bias))
-    h = np.tanh(x.astype("float64") @ kernel + bias)
-    prediction = h @ to_numpy(out.kernel) + to_numpy(out.bias)
-    return kernel, h, prediction
 
 
 def fit_history(regularizer_kwargs, epochs=3, batch_size=16, learning_rate=0.05):

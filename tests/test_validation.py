@@ -1,0 +1,104 @@
+"""Bad arguments: the right error type, naming the argument and the value received."""
+
+import math
+
+import numpy as np
+import pytest
+
+import keras_regs
+from keras_regs.layers import BernoulliDropout, GaussianNoise
+
+PENALTIES = [keras_regs.WeightL1, keras_regs.WeightL2, keras_regs.HiddenL1]
+
+# (constructor, kwargs, error, message fragment)
+CASES = [
+    *[
+        (cls, {"strength": value}, error, f"strength={value!r}")
+        for cls in PENALTIES
+        for value, error in [
+            (-1.0, ValueError),
+            (math.nan, ValueError),
+            (math.inf, ValueError),
+            (-math.inf, ValueError),
+            (True, TypeError),
+            ("abc", TypeError),
+            (None, TypeError),
+            ([0.1], TypeError),
+        ]
+    ],
+    *[
+        (cls, {"strength": 0.1, "reduction": value}, error, f"reduction={value!r}")
+        for cls in PENALTIES
+        for value, error in [("avg", ValueError), ("SUM", ValueError), (1, TypeError)]
+    ],
+    *[
+        (BernoulliDropout, {"rate": value}, error, f"rate={value!r}")
+        for value, error in [
+            (1.0, ValueError),
+            (1.5, ValueError),
+            (-0.1, ValueError),
+            (math.nan, ValueError),
+            ("0.5", TypeError),
+            (False, TypeError),
+            (None, TypeError),
+        ]
+    ],
+    *[
+        (GaussianNoise, {"stddev": value}, error, f"stddev={value!r}")
+        for value, error in [
+            (-0.5, ValueError),
+            (math.inf, ValueError),
+            (math.nan, ValueError),
+            ("1", TypeError),
+            (True, TypeError),
+        ]
+    ],
+    *[
+        (cls, {first: 0.1, "seed": value}, error, f"seed={value!r}")
+        for cls, first in [(BernoulliDropout, "rate"), (GaussianNoise, "stddev")]
+        for value, error in [(-1, ValueError), (1.5, TypeError), ("7", TypeError)]
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "error", "received"),
+    CASES,
+    ids=[f"{c[0].__name__}-{c[3]}" for c in CASES],
+)
+def test_bad_arguments_raise_naming_argument_and_value(cls, kwargs, error, received):
+    argument = received.split("=")[0]
+    with pytest.raises(error) as info:
+        cls(**kwargs)
+    message = str(info.value)
+    assert f"argument `{argument}`" in message
+    assert f"Received: {received}" in message
+
+
+def test_numpy_scalars_and_ints_are_accepted_and_stored_as_floats():
+    penalty = keras_regs.WeightL2(np.float32(0.5))
+    assert penalty.strength == 0.5 and type(penalty.strength) is float
+    assert type(keras_regs.HiddenL1(2).strength) is float
+    assert BernoulliDropout(np.float64(0.25)).rate == 0.25
+    assert GaussianNoise(3).stddev == 3.0
+
+
+@pytest.mark.parametrize(
+    ("layer", "attribute", "bad"),
+    [(BernoulliDropout(0.2), "rate", 1.0), (GaussianNoise(0.2), "stddev", -1.0)],
+)
+def test_setting_a_bad_value_raises_and_changes_nothing(layer, attribute, bad):
+    with pytest.raises(ValueError, match=f"Received: {attribute}={bad!r}"):
+        setattr(layer, attribute, bad)
+    assert getattr(layer, attribute) == 0.2
+    assert float(np.array(layer.weights[0].numpy())) == pytest.approx(0.2)
+
+
+def test_tampered_config_is_refused_on_load():
+    config = keras_regs.WeightL2(0.1).get_config()
+    with pytest.raises(TypeError, match="strength='abc'"):
+        keras_regs.WeightL2.from_config({**config, "strength": "abc"})
+    with pytest.raises(ValueError, match="reduction='median'"):
+        keras_regs.WeightL2.from_config({**config, "reduction": "median"})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'l3'"):
+        keras_regs.WeightL2.from_config({**config, "l3": 1})
