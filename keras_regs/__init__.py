@@ -1,6 +1,7 @@
 """keras_regs: regularization for Keras 3, per layer or for a whole model at once."""
 
 from keras_regs import layers, regularizers
+from keras_regs.model import preview, regularize_model, strip_regularization, summary
 from keras_regs.regularizers import HiddenL1, Regularizer, WeightL1, WeightL2
 
 __version__ = "0.1.0"
@@ -11,5 +12,9 @@ __all__ = [
     "WeightL1",
     "WeightL2",
     "layers",
+    "preview",
+    "regularize_model",
     "regularizers",
+    "strip_regularization",
+    "summary",
 ]

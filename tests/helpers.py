@@ -139,3 +139,75 @@ def load_in_fresh_process(path, x, imports=("import keras_regs",)):
         "variables": [arrays[f"arr_{i}"] for i in range(n)],
         "predictions": arrays["predictions"],
     }
+
+
+def layer_configs(model):
+    """The model's config without its name and compile settings: the layers."""
+    return json.loads(model.to_json())["config"]["layers"]
+
+
+def model_state(model, x=None):
+    """Everything `regularize_model` must leave untouched when it raises.
+
+    With `x`, the model is called on it first, so activity penalties are current.
+    """
+    if x is not None:
+        model(x)
+    layers = []
+
+    def visit(current):
+        for layer in current.layers:
+            layers.append(layer)
+            if isinstance(layer, keras.Model):
+                visit(layer)
+
+    visit(model)
+    return {
+        "config": json.loads(model.to_json()),
+        "layers": [id(layer) for layer in layers],
+        "weights": [to_numpy(v) for v in model.weights],
+        "regularizers": [id(v.regularizer) for v in model.weights],
+        "activity": [id(layer.activity_regularizer) for layer in layers],
+        "losses": [float(to_numpy(loss)) for loss in model.losses],
+    }
+
+
+def assert_states_equal(a, b):
+    assert a["config"] == b["config"]
+    assert a["layers"] == b["layers"]
+    assert a["regularizers"] == b["regularizers"]
+    assert a["activity"] == b["activity"]
+    assert a["losses"] == b["losses"]
+    for wa, wb in zip(a["weights"], b["weights"], strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def mlp(hidden=(8, 6), inputs=5, outputs=2, seed=0, **dense_kwargs):
+    """A Functional MLP with named layers `dense_0`, `dense_1`, ..., `out`."""
+    x_in = keras.Input((inputs,), name="x")
+    x = x_in
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(
+            units,
+            activation="tanh",
+            name=f"dense_{i}",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i),
+            bias_initializer=keras.initializers.RandomNormal(seed=seed + 10 + i),
+            **dense_kwargs,
+        )(x)
+    out = keras.layers.Dense(
+        outputs,
+        name="out",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 99),
+    )(x)
+    return keras.Model(x_in, out)
+
+
+def mlp_numpy(model, x):
+    """`mlp`'s hidden activations (one array per hidden layer) and output."""
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    hidden, h = [], x.astype("float64")
+    for layer in dense[:-1]:
+        h = np.tanh(h @ to_numpy(layer.kernel) + to_numpy(layer.bias))
+        hidden.append(h)
+    return hidden, h @ to_numpy(dense[-1].kernel) + to_numpy(dense[-1].bias)

@@ -103,3 +103,25 @@ def test_reloaded_layers_continue_the_same_random_sequence(tmp_path):
         np.testing.assert_array_equal(
             to_numpy(reloaded(x, training=True)), to_numpy(model(x, training=True))
         )
+
+
+def test_penalties_config_json_round_trip_and_value():
+    original = keras_regs.regularizers.Penalties(
+        {"weight_l2": keras_regs.WeightL2(0.1), "weight_l1": keras_regs.WeightL1(0.2)},
+        base=keras.regularizers.L2(0.3),
+    )
+    payload = json.dumps(keras.regularizers.serialize(original))
+    restored = keras.regularizers.deserialize(json.loads(payload))
+    assert type(restored) is keras_regs.regularizers.Penalties
+    assert restored.get_config() == original.get_config()
+    assert list(restored.penalties) == ["weight_l2", "weight_l1"]
+    w = np.random.default_rng(0).normal(size=(5, 3)).astype("float64")
+    expected = 0.1 * np.sum(w**2) + 0.2 * np.abs(w).sum() + 0.3 * np.sum(w**2)
+    for penalties in (original, restored):
+        value = penalties(w.astype("float32"))
+        assert keras.backend.standardize_dtype(value.dtype) == "float32"
+        np.testing.assert_allclose(float(to_numpy(value)), expected, rtol=1e-6)
+    with pytest.raises(TypeError, match="`penalties`"):
+        keras_regs.regularizers.Penalties([keras_regs.WeightL2(0.1)])
+    with pytest.raises(TypeError, match=r"`penalties\['weight_l2'\]`"):
+        keras_regs.regularizers.Penalties({"weight_l2": "abc"})

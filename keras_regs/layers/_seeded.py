@@ -21,10 +21,17 @@ class SeededLayer(keras.layers.Layer):
 
     held = None  # the name of the hyperparameter, set by subclasses
 
-    def __init__(self, value, seed=None, **kwargs):
+    def __init__(self, value, seed=None, inserted_by=None, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
         self.seed = check_seed(seed)
+        if inserted_by is not None and not isinstance(inserted_by, str):
+            raise TypeError(
+                "Invalid type for argument `inserted_by`. Expected None or the "
+                "regularize_model keyword that inserted the layer. "
+                f"Received: inserted_by={inserted_by!r}"
+            )
+        self.inserted_by = inserted_by
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self._held_value = value
         self._held_variable = self.add_weight(
@@ -70,4 +77,6 @@ class SeededLayer(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({self.held: self._held_value, "seed": self.seed})
+        if self.inserted_by is not None:
+            config["inserted_by"] = self.inserted_by
         return config

@@ -24,6 +24,10 @@ class BernoulliDropout(SeededLayer):
     Args:
         rate: the fraction of elements dropped, a float in [0, 1).
         seed: `None` or an integer: the seed of the layer's random sequence.
+        inserted_by: `None` for a layer you place yourself; the keyword of
+            `keras_regs.regularize_model` that inserted it otherwise (saved with
+            the model, so `keras_regs.strip_regularization` finds it after a
+            reload).
         **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Example:
@@ -37,8 +41,10 @@ class BernoulliDropout(SeededLayer):
 
     held = "rate"
 
-    def __init__(self, rate, seed=None, **kwargs):
-        super().__init__(check_rate(rate), seed=seed, **kwargs)
+    def __init__(self, rate, seed=None, inserted_by=None, **kwargs):
+        super().__init__(
+            inserted_by=inserted_by, value=check_rate(rate), seed=seed, **kwargs
+        )
 
     @property
     def rate(self):

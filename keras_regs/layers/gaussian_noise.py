@@ -23,6 +23,10 @@ class GaussianNoise(SeededLayer):
     Args:
         stddev: the noise's standard deviation, a finite number >= 0.
         seed: `None` or an integer: the seed of the layer's random sequence.
+        inserted_by: `None` for a layer you place yourself; the keyword of
+            `keras_regs.regularize_model` that inserted it otherwise (saved with
+            the model, so `keras_regs.strip_regularization` finds it after a
+            reload).
         **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Example:
@@ -35,8 +39,13 @@ class GaussianNoise(SeededLayer):
 
     held = "stddev"
 
-    def __init__(self, stddev, seed=None, **kwargs):
-        super().__init__(check_non_negative(stddev, "stddev"), seed=seed, **kwargs)
+    def __init__(self, stddev, seed=None, inserted_by=None, **kwargs):
+        super().__init__(
+            inserted_by=inserted_by,
+            value=check_non_negative(stddev, "stddev"),
+            seed=seed,
+            **kwargs,
+        )
 
     @property
     def stddev(self):

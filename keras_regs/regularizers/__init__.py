@@ -2,7 +2,16 @@
 
 from keras_regs.regularizers.base import Regularizer, keywords, lookup
 from keras_regs.regularizers.hidden_l1 import HiddenL1
+from keras_regs.regularizers.penalties import Penalties
 from keras_regs.regularizers.weight_l1 import WeightL1
 from keras_regs.regularizers.weight_l2 import WeightL2
 
-__all__ = ["HiddenL1", "Regularizer", "WeightL1", "WeightL2", "keywords", "lookup"]
+__all__ = [
+    "HiddenL1",
+    "Penalties",
+    "Regularizer",
+    "WeightL1",
+    "WeightL2",
+    "keywords",
+    "lookup",
+]

@@ -1,0 +1,6 @@
+"""The model-level helper: one regularization spec for a whole model."""
+
+from keras_regs.model.regularize import regularize_model, strip_regularization
+from keras_regs.model.summary import preview, summary
+
+__all__ = ["preview", "regularize_model", "strip_regularization", "summary"]

@@ -1,0 +1,273 @@
+"""Inserting noise and dropout layers: a new graph over the very same layers.
+
+Functional models are rebuilt with `keras.models.clone_model`, whose
+`clone_function` returns each layer itself (so every weight is shared) and whose
+`call_function` adds the inserted layers after their anchor's call. Sequential
+models are rebuilt from their layer list and stay Sequential. Nested models are
+rebuilt the same way, level by level. Layers inserted by an earlier call
+(`inserted_by` set) are taken out and put back in a fixed order, reusing the same
+layer objects where the keyword, anchor and seed are unchanged, so a repeated call
+changes nothing and a new value replaces the old one.
+"""
+
+import dataclasses
+import fnmatch
+import zlib
+
+import keras
+
+from keras_regs.layers.bernoulli_dropout import BernoulliDropout
+from keras_regs.layers.gaussian_noise import GaussianNoise
+from keras_regs.model.graph import anchor_of, has_graph, inserted_by, walk
+from keras_regs.model.slots import KERNEL, unsupported_weights, weight_slots
+
+CLASSES = {"noise": GaussianNoise, "dropout": BernoulliDropout}
+# Noise before dropout at one anchor; within a kind, the role keywords first.
+_ORDER = {"noise": 0, "dropout": 1}
+
+
+@dataclasses.dataclass
+class Insertion:
+    argument: str
+    kind: str
+    value: float
+
+
+def _layer_seed(seed, name):
+    """A seed per inserted layer, derived from `seed` and its name (stable)."""
+    return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
+
+
+def _input_layers(model):
+    return [t._keras_history.operation for t in model.inputs]
+
+
+def _owns_kernel(layer):
+    slots = weight_slots(layer) or []
+    return any(s.kind == KERNEL for s in slots) or bool(unsupported_weights(layer))
+
+
+def _refuse_subclassed(model, argument):
+    raise TypeError(
+        f"Invalid value for argument `{argument}`: regularize_model cannot insert "
+        f"layers into the subclassed model {model.name!r} "
+        f"({type(model).__name__}): it has no graph to rebuild. Penalties work on "
+        "it; for noise and dropout, add keras_regs.layers.GaussianNoise or "
+        "keras_regs.layers.BernoulliDropout in its `call`, or build it as a "
+        "Functional or Sequential model."
+    )
+
+
+def anchor_layers(model):
+    """Every layer an insertion may follow: the inputs, then the walked layers."""
+    return _input_layers(model) + [
+        i.layer for i in walk(model) if inserted_by(i.layer) is None
+    ]
+
+
+def select_anchors(model, requests):
+    """`{id(anchor): [Insertion, ...]}`; raises if a request selects nothing."""
+    if not has_graph(model):
+        _refuse_subclassed(model, requests[0].argument)
+    infos = [i for i in walk(model) if inserted_by(i.layer) is None]
+    for info in infos:
+        if isinstance(info.layer, keras.Model) and not has_graph(info.layer):
+            _refuse_subclassed(info.layer, requests[0].argument)
+    inputs = _input_layers(model)
+    wanted = {}
+    for request in requests:
+        if request.pattern is not None:  # a pattern replaces the role's default
+            candidates = inputs + [i.layer for i in infos]
+            anchors = [
+                a for a in candidates if fnmatch.fnmatchcase(a.name, request.pattern)
+            ]
+        elif request.role == "input":
+            anchors = inputs
+        elif request.role == "hidden":
+            anchors = [
+                i.layer for i in infos if not i.is_output and _owns_kernel(i.layer)
+            ]
+        else:
+            anchors = [i.layer for i in infos if i.is_output]
+        if not anchors:
+            what = (
+                f"the pattern {request.pattern!r} matches no layer or input name"
+                if request.pattern is not None
+                else f"the model has no {request.role} layer"
+            )
+            raise ValueError(
+                f"Invalid value for argument `{request.argument}`: {what}. "
+                f"Received: {request.argument}={request.value!r}"
+            )
+        for anchor in anchors:
+            wanted.setdefault(id(anchor), []).append(
+                Insertion(request.argument, request.kind, request.value)
+            )
+    return wanted
+
+
+def existing_insertions(model):
+    """`{id(anchor): [inserted layer, ...]}` for the layers inserted earlier."""
+    found = {}
+
+    def visit(current):
+        if isinstance(current, keras.Sequential):
+            anchor = _input_layers(current)[0]
+            for layer in current.layers:
+                if inserted_by(layer) is not None:
+                    found.setdefault(id(anchor), []).append(layer)
+                else:
+                    anchor = layer
+                    if isinstance(layer, keras.Model):
+                        visit(layer)
+            return
+        for layer in current.layers:
+            if isinstance(layer, keras.Model) and has_graph(layer):
+                visit(layer)
+            elif inserted_by(layer) is not None:
+                found.setdefault(id(anchor_of(layer)), []).append(layer)
+
+    visit(model)
+    return found
+
+
+class _Builder:
+    """Rebuilds a model with the insertions of `plan` at their anchors."""
+
+    def __init__(self, model, plan, seed, reusable):
+        self.plan, self.seed = plan, seed
+        self.reusable = {k: list(v) for k, v in reusable.items()}
+        self.names = {layer.name for layer in _every_layer(model)}
+        self.updates = []  # (layer, value): applied only once the rebuild worked
+
+    def _unique(self, name):
+        candidate, n = name, 0
+        while candidate in self.names:
+            n += 1
+            candidate = f"{name}_{n}"
+        self.names.add(candidate)
+        return candidate
+
+    def _make(self, anchor, insertion):
+        cls = CLASSES[insertion.kind]
+        pool = self.reusable.get(id(anchor), [])
+        for layer in pool:
+            if type(layer) is cls and layer.inserted_by == insertion.argument:
+                if layer.seed == _layer_seed(self.seed, layer.name):
+                    pool.remove(layer)
+                    self.updates.append((layer, insertion.value))
+                    return layer
+        name = self._unique(f"{anchor.name}_{insertion.kind}")
+        return cls(
+            insertion.value,
+            seed=_layer_seed(self.seed, name),
+            inserted_by=insertion.argument,
+            name=name,
+        )
+
+    def after(self, anchor, outputs):
+        insertions = self.plan.get(id(anchor), [])
+        if not insertions:
+            return outputs
+        multiple = isinstance(outputs, (list, tuple))
+        tensor = outputs[0] if multiple else outputs
+        for insertion in insertions:
+            tensor = self._make(anchor, insertion)(tensor)
+        if multiple:  # the main output only; states and scores pass unchanged
+            return type(outputs)([tensor, *outputs[1:]])
+        return tensor
+
+    def rebuild(self, model):
+        if isinstance(model, keras.Sequential):
+            return self._sequential(model)
+        new_inputs = keras.tree.map_structure(
+            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name),
+            model.input,
+        )
+        originals = _input_layers(model)
+        wrapped = {
+            id(new): self.after(original, new)
+            for new, original in zip(
+                keras.tree.flatten(new_inputs), originals, strict=True
+            )
+        }
+
+        def call_function(layer, *args, **kwargs):
+            args, kwargs = keras.tree.map_structure(
+                lambda t: wrapped.get(id(t), t), (args, kwargs)
+            )
+            if inserted_by(layer) is not None:
+                return args[0]  # taken out; put back after its anchor
+            return self.after(layer, layer(*args, **kwargs))
+
+        def clone_function(layer):
+            return self.rebuild(layer) if isinstance(layer, keras.Model) else layer
+
+        return keras.models.clone_model(
+            model,
+            input_tensors=new_inputs,
+            clone_function=clone_function,
+            call_function=call_function,
+        )
+
+    def _sequential(self, model):
+        input_layer = _input_layers(model)[0]
+        new_input = keras.Input(
+            batch_shape=model.inputs[0].shape,
+            dtype=model.inputs[0].dtype,
+            name=input_layer.name,
+        )
+        layers = [
+            self._make(input_layer, i) for i in self.plan.get(id(input_layer), [])
+        ]
+        for layer in model.layers:
+            if inserted_by(layer) is not None:
+                continue
+            layers.append(
+                self.rebuild(layer) if isinstance(layer, keras.Model) else layer
+            )
+            layers.extend(self._make(layer, i) for i in self.plan.get(id(layer), []))
+        new = keras.Sequential([new_input, *layers], name=model.name)
+        if model.compiled:
+            new.compile_from_config(model.get_compile_config())
+        return new
+
+
+def _every_layer(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _every_layer(layer)
+    if has_graph(model):
+        yield from _input_layers(model)
+
+
+def insert(model, requests, seed):
+    """The model with the requested layers inserted (replacing earlier ones).
+
+    Returns `(new_model, updates)`: `updates` are `(layer, value)` pairs for reused
+    inserted layers, to assign once everything else has succeeded.
+    """
+    requested = {request.argument for request in requests}
+    plan = select_anchors(model, requests)
+    existing = existing_insertions(model)
+    # Keep what earlier calls inserted for other keywords, with their values.
+    for anchor, layers in existing.items():
+        for layer in layers:
+            if layer.inserted_by not in requested:
+                kind = "noise" if isinstance(layer, GaussianNoise) else "dropout"
+                value = layer.stddev if kind == "noise" else layer.rate
+                plan.setdefault(anchor, []).append(
+                    Insertion(layer.inserted_by, kind, value)
+                )
+    for insertions in plan.values():
+        insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))
+    builder = _Builder(model, plan, seed, existing)
+    return builder.rebuild(model), builder.updates
+
+
+def strip(model):
+    """The model without any inserted layer (the same model if it has none)."""
+    if not existing_insertions(model):
+        return model
+    return _Builder(model, {}, 0, {}).rebuild(model)

@@ -1,0 +1,119 @@
+"""regularize_model and strip_regularization: one spec for a whole model."""
+
+from keras_regs.model import insert, penalize
+from keras_regs.model.graph import check_model
+from keras_regs.model.spec import read_spec
+
+
+def _reset_compiled_functions(model):
+    """What `compile` does: the next fit/evaluate/predict traces anew.
+
+    Without it, a model already trained keeps its cached train function, which
+    was traced before the penalties were attached and does not add them.
+    """
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
+def regularize_model(
+    model,
+    *,
+    reduction="sum",
+    include_bias=False,
+    seed=13,
+    noise=None,
+    dropout=None,
+    **keywords,
+):
+    """Attach one regularization spec to every matching layer of a model.
+
+    The model-level counterpart of per-layer regularizers (theanets'
+    `net.train(..., weight_l2=1e-4, hidden_l1=0.1)`). Penalties are attached in
+    place, on each layer's config attribute and on its variable, so they count in
+    the next `fit` (also of a model already compiled and trained: its cached train
+    function is reset) and are saved with the model.
+
+    Penalty keywords (a value is a strength, or a dict with `strength` (or
+    theanets' `weight`), `pattern` and `reduction`):
+
+    - `weight_l1` (`weight_sparsity`), `weight_l2` (`weight_decay`): on every
+      trainable kernel-like weight (kernels, recurrent kernels, depthwise and
+      pointwise kernels, attention projections, embeddings); biases too with
+      `include_bias=True`; normalization weights only when a pattern names them.
+    - `hidden_l1` (`hidden_sparsity`): on the output of every hidden layer (a layer
+      that owns a kernel-like weight and produces no model output).
+    - the keyword of any registered `keras_regs.Regularizer` subclass.
+
+    `pattern` is a shell-style glob matched against layer names and variable paths
+    (`"dense_[12]"`, `"*/recurrent_kernel"`); nested models are walked and a shared
+    layer counts once. A second call replaces what an earlier call attached for the
+    same keyword; nothing is stacked twice. A regularizer the layer had before is
+    kept beside (`keras_regs.regularizers.Penalties.base`).
+
+    Args:
+        model: a built `keras.Model` (Sequential, Functional or subclassed).
+        reduction: `"sum"` (Keras' built-ins) or `"mean"`: with `"mean"`, each of
+            the |Omega| tensors a keyword selects gets strength `s / |Omega|`, so
+            the whole term is theanets' `s / |Omega| * sum_i mean(f(W_i))`.
+        include_bias: whether weight penalties also go on biases.
+        seed: the seed of inserted noise and dropout layers.
+        noise, dropout: `{pattern: stddev}` and `{pattern: rate}`.
+        **keywords: the penalties, as above.
+
+    Returns:
+        The model, regularized.
+
+    Raises:
+        TypeError: `model` is not a Keras model, or a value has the wrong type.
+        ValueError: an unknown keyword (with a suggestion), a bad value, or a
+            pattern that matches nothing. The model is then left exactly as it was.
+
+    Example:
+
+    ```python
+    model = keras_regs.regularize_model(model, weight_l2=1e-4, hidden_l1=1e-3)
+    model.fit(x, y)
+    ```
+    """
+    check_model(model)
+    penalties, layers, include_bias, seed = read_spec(
+        reduction, include_bias, seed, noise, dropout, **keywords
+    )
+    # Everything that can fail happens before the first change to the model.
+    changes, notes = penalize.plan(model, penalties, include_bias)
+    result, updates = (model, [])
+    if layers:
+        result, updates = insert.insert(model, layers, seed)
+    penalize.apply(changes)
+    for layer, value in updates:
+        setattr(layer, layer.held, value)
+    if result is not model and result.get_config() == model.get_config():
+        result = model  # the same spec again: nothing changed
+    if changes or updates:
+        _reset_compiled_functions(model)
+        _reset_compiled_functions(result)
+    penalize.warn(notes)
+    return result
+
+
+def strip_regularization(model):
+    """Remove everything `regularize_model` attached; keep what was there before.
+
+    Every slot holding a `keras_regs.regularizers.Penalties` gets back its `base`
+    (the regularizer the layer had before, often `None`). Weights are untouched.
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        The model, without keras_regs' model-level regularization.
+    """
+    check_model(model)
+    result = insert.strip(model)
+    changes = penalize.strip_changes(result)
+    penalize.apply(changes)
+    if changes:
+        _reset_compiled_functions(model)
+        _reset_compiled_functions(result)
+    return result

@@ -1,0 +1,175 @@
+"""Reading `regularize_model`'s keywords into requests, with errors that help."""
+
+import dataclasses
+import difflib
+
+from keras_regs._validation import (
+    check_non_negative,
+    check_rate,
+    check_reduction,
+    check_seed,
+)
+from keras_regs.regularizers.base import keywords as penalty_keywords
+from keras_regs.regularizers.base import snake_case
+
+ROLES = ("input", "hidden", "output")
+LAYER_KEYWORDS = {
+    f"{role}_{kind}": (kind, role) for role in ROLES for kind in ("noise", "dropout")
+}
+OPTIONS = ("reduction", "include_bias", "seed", "noise", "dropout")
+
+
+@dataclasses.dataclass
+class PenaltyRequest:
+    """One penalty keyword: attach `cls(strength, reduction)` where `pattern` says."""
+
+    argument: str  # as the user wrote it: "weight_decay"
+    keyword: str  # canonical: "weight_l2"
+    cls: type
+    strength: float
+    pattern: str | None
+    reduction: str
+    value: object  # as the user gave it, for error messages
+
+
+@dataclasses.dataclass
+class LayerRequest:
+    """Insert a noise or dropout layer after the inputs or layers selected."""
+
+    argument: str  # "hidden_dropout", or "dropout" for the pattern form
+    kind: str  # "noise" or "dropout"
+    role: str | None  # "input", "hidden", "output", or None with a pattern
+    value: float
+    pattern: str | None
+
+
+def check_options(reduction, include_bias, seed):
+    """Validate the options of regularize_model; return `(reduction, seed)`."""
+    reduction = check_reduction(reduction)
+    if not isinstance(include_bias, bool):
+        raise TypeError(
+            "Invalid type for argument `include_bias`. Expected a bool. "
+            f"Received: include_bias={include_bias!r} "
+            f"(of type {type(include_bias).__name__})"
+        )
+    seed = check_seed(seed)
+    if seed is None:
+        raise TypeError(
+            "Invalid type for argument `seed`. Expected a non-negative integer. "
+            "Received: seed=None"
+        )
+    return reduction, seed
+
+
+def canonical_keyword(cls):
+    return snake_case(cls.__name__)
+
+
+def _check_pattern(pattern, argument):
+    if pattern is not None and (not isinstance(pattern, str) or not pattern):
+        raise TypeError(
+            f"Invalid type for argument `{argument}['pattern']`. Expected a "
+            f"non-empty glob string such as 'dense_*'. Received: pattern={pattern!r}"
+        )
+    return pattern
+
+
+def _unpack(argument, value, value_keys, allow_reduction):
+    """A number, or a dict {strength (or weight, rate, stddev), pattern, reduction}."""
+    if not isinstance(value, dict):
+        return value, None, None
+    allowed = {*value_keys, "pattern", *(("reduction",) if allow_reduction else ())}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`: unknown key {unknown[0]!r}. "
+            f"Expected keys among {sorted(allowed)}. Received: {argument}={value!r}"
+        )
+    given = [key for key in value_keys if key in value]
+    if len(given) != 1:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`: give exactly one of "
+            f"{list(value_keys)}. Received: {argument}={value!r}"
+        )
+    return (
+        value[given[0]],
+        _check_pattern(value.get("pattern"), argument),
+        value.get("reduction"),
+    )
+
+
+def _unknown_keyword(argument):
+    known = sorted({*penalty_keywords(), *LAYER_KEYWORDS, *OPTIONS})
+    close = difflib.get_close_matches(argument, known, n=3)
+    hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+    return ValueError(
+        f"Unknown keyword argument `{argument}` for regularize_model.{hint} "
+        f"Known keywords: {', '.join(known)}."
+    )
+
+
+def parse(spec, reduction, noise, dropout):
+    """Turn the keyword arguments into penalty and layer requests (validated)."""
+    registry = penalty_keywords()
+    penalties, layers, seen = [], [], {}
+    for argument, value in spec.items():
+        if value is None:
+            continue
+        if argument in LAYER_KEYWORDS:
+            kind, role = LAYER_KEYWORDS[argument]
+            keys = ("rate",) if kind == "dropout" else ("stddev",)
+            amount, pattern, _ = _unpack(argument, value, keys, False)
+            check = check_rate if kind == "dropout" else check_non_negative
+            layers.append(
+                LayerRequest(argument, kind, role, check(amount, argument), pattern)
+            )
+            continue
+        if argument not in registry:
+            raise _unknown_keyword(argument)
+        cls = registry[argument]
+        keyword = canonical_keyword(cls)
+        if keyword in seen:
+            raise ValueError(
+                f"Invalid keyword arguments: `{seen[keyword]}` and `{argument}` are "
+                f"the same penalty ({cls.__name__}); give it once."
+            )
+        seen[keyword] = argument
+        strength, pattern, own_reduction = _unpack(
+            argument, value, ("strength", "weight"), True
+        )
+        penalties.append(
+            PenaltyRequest(
+                argument,
+                keyword,
+                cls,
+                check_non_negative(strength, argument),
+                pattern,
+                check_reduction(own_reduction or reduction, f"{argument}['reduction']"),
+                value,
+            )
+        )
+    for argument, mapping in (("noise", noise), ("dropout", dropout)):
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise TypeError(
+                f"Invalid type for argument `{argument}`. Expected a dict "
+                f"{{pattern: value}}. Received: {argument}={mapping!r} "
+                f"(of type {type(mapping).__name__})"
+            )
+        check = check_rate if argument == "dropout" else check_non_negative
+        for pattern, amount in mapping.items():
+            _check_pattern(pattern, argument)
+            value = check(amount, f"{argument}[{pattern!r}]")
+            layers.append(LayerRequest(argument, argument, None, value, pattern))
+    return penalties, layers
+
+
+def read_spec(
+    reduction="sum", include_bias=False, seed=13, noise=None, dropout=None, **keywords
+):
+    """regularize_model's arguments, validated: `(penalties, layers, include_bias,
+    seed)`, the penalty and layer requests plus the checked options."""
+    reduction, seed = check_options(reduction, include_bias, seed)
+    penalties, layers = parse(keywords, reduction, noise, dropout)
+    return penalties, layers, include_bias, seed

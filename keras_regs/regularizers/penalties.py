@@ -1,0 +1,80 @@
+"""Penalties: what `regularize_model` attaches to a weight or a layer's output."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class Penalties(keras.regularizers.Regularizer):
+    """The sum of the penalties attached to one tensor, by keyword.
+
+    `keras_regs.regularize_model` puts one `Penalties` in each regularizer slot it
+    touches (`kernel_regularizer`, `activity_regularizer`, ...). It keeps each
+    keyword's penalty apart, so that a later call replaces a keyword's penalty
+    instead of stacking a second one, and keeps the regularizer the slot held
+    before (`base`, for example a hand-set `keras.regularizers.L2`), which
+    `keras_regs.strip_regularization` puts back. The sum is computed in float32.
+
+    Args:
+        penalties: a dict `{keyword: regularizer}`, in the order they were attached.
+        base: the regularizer that was in the slot before, or `None`.
+
+    Example:
+
+    ```python
+    layer.kernel_regularizer  # after regularize_model(model, weight_l2=1e-4)
+    # Penalties(weight_l2=WeightL2(strength=0.0001, reduction='sum'))
+    ```
+    """
+
+    def __init__(self, penalties, base=None):
+        if not isinstance(penalties, dict):
+            raise TypeError(
+                "Invalid type for argument `penalties`. Expected a dict "
+                f"{{keyword: regularizer}}. Received: penalties={penalties!r} "
+                f"(of type {type(penalties).__name__})"
+            )
+        self.penalties = {
+            keyword: _regularizer(penalty, f"penalties[{keyword!r}]")
+            for keyword, penalty in penalties.items()
+        }
+        self.base = None if base is None else _regularizer(base, "base")
+
+    def __call__(self, x):
+        terms = [self.base, *self.penalties.values()]
+        values = [ops.cast(term(x), "float32") for term in terms if term is not None]
+        if not values:
+            return ops.zeros((), "float32")
+        return values[0] if len(values) == 1 else ops.sum(ops.stack(values))
+
+    def get_config(self):
+        return {
+            "penalties": {
+                keyword: keras.regularizers.serialize(penalty)
+                for keyword, penalty in self.penalties.items()
+            },
+            "base": None
+            if self.base is None
+            else keras.regularizers.serialize(self.base),
+        }
+
+    def __repr__(self):
+        parts = [
+            f"{keyword}={penalty!r}" for keyword, penalty in self.penalties.items()
+        ]
+        if self.base is not None:
+            parts.append(f"base={self.base!r}")
+        return f"Penalties({', '.join(parts)})"
+
+
+def _regularizer(value, name):
+    """A regularizer object from an instance or a serialized config."""
+    if isinstance(value, dict):
+        value = keras.regularizers.deserialize(value)
+    if not isinstance(value, keras.regularizers.Regularizer):
+        raise TypeError(
+            f"Invalid type for argument `{name}`. Expected a "
+            "keras.regularizers.Regularizer or its config. "
+            f"Received: {name}={value!r} (of type {type(value).__name__})"
+        )
+    return value
