@@ -2,12 +2,21 @@
 
 from keras_regs import layers, regularizers
 from keras_regs.model import preview, regularize_model, strip_regularization, summary
-from keras_regs.regularizers import HiddenL1, Regularizer, WeightL1, WeightL2
+from keras_regs.regularizers import (
+    HiddenL1,
+    RecurrentNorm,
+    RecurrentState,
+    Regularizer,
+    WeightL1,
+    WeightL2,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HiddenL1",
+    "RecurrentNorm",
+    "RecurrentState",
     "Regularizer",
     "WeightL1",
     "WeightL2",

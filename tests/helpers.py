@@ -18,6 +18,8 @@ REGULARIZERS = {
     "WeightL1": lambda: keras_regs.WeightL1(0.01),
     "WeightL2": lambda: keras_regs.WeightL2(0.02, reduction="mean"),
     "HiddenL1": lambda: keras_regs.HiddenL1(0.03),
+    "RecurrentNorm": lambda: keras_regs.RecurrentNorm(0.04),
+    "RecurrentState": lambda: keras_regs.RecurrentState(0.05, reduction="mean"),
 }
 # Every public layer.
 LAYERS = {
@@ -67,12 +69,25 @@ def regression_data(n=64, inputs=5, seed=0):
     return x, y
 
 
+def _seeded_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _seeded_layers(layer)
+        elif isinstance(
+            layer, (keras_regs.layers.GaussianNoise, keras_regs.layers.BernoulliDropout)
+        ):
+            yield layer
+
+
 def snapshot(model, x):
     """Everything a round trip must keep, as plain Python/NumPy values."""
     predictions = to_numpy(model(x, training=False))
     return {
         "config": json.loads(model.to_json()),
-        "variables": [to_numpy(v) for v in model.variables],
+        # weights, and the random state of keras_regs' layers (Keras saves none
+        # of its own layers' seed states, so an LSTM cell's is not compared)
+        "variables": [to_numpy(v) for v in model.weights]
+        + [to_numpy(layer.seed_generator.state) for layer in _seeded_layers(model)],
         "losses": [float(to_numpy(loss)) for loss in model.losses],
         "predictions": predictions,
     }

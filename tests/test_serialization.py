@@ -29,8 +29,8 @@ def test_regularizer_config_and_json_round_trip(name):
     assert type(restored) is type(original)
     assert restored.get_config() == original.get_config()
     assert all(type(v) in (float, str) for v in restored.get_config().values())
-    w = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
-    assert float(to_numpy(restored(w))) == float(to_numpy(original(w)))
+    x = np.random.default_rng(0).normal(size=(3, 6, 4)).astype("float32")
+    assert float(to_numpy(restored(x))) == float(to_numpy(original(x))) > 0
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -48,6 +48,16 @@ def every_class_model():
     """A model that uses every public keras_regs class at once."""
     inputs = keras.Input((6,))
     x = keras_regs.layers.GaussianNoise(0.2, name="noise")(inputs)
+    x = keras.layers.Reshape((3, 2))(x)
+    x = keras.layers.LSTM(
+        4, return_sequences=True, activity_regularizer=keras_regs.RecurrentNorm(1e-3)
+    )(x)
+    x = keras.layers.GRU(
+        4,
+        return_sequences=True,
+        activity_regularizer=keras_regs.RecurrentState(1e-3, reduction="mean"),
+    )(x)
+    x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(
         16,
         activation="relu",
@@ -79,7 +89,7 @@ def test_model_with_every_class_reloads_in_a_fresh_process(tmp_path):
     path = tmp_path / "every_class.keras"
     model.save(path)
     before = snapshot(model, x)
-    assert len(before["losses"]) == 5
+    assert len(before["losses"]) == 7
     after = load_in_fresh_process(path, x)
     assert_snapshots_equal(before, after)
 

@@ -11,9 +11,12 @@ from keras_regs.model.slots import (
     KERNEL,
     NORMALIZATION,
     ActivitySlot,
+    activity_slots,
+    returns_sequences,
     unsupported_weights,
     weight_slots,
 )
+from keras_regs.regularizers._sequence import SequencePenalty
 from keras_regs.regularizers.penalties import Penalties
 
 
@@ -48,7 +51,43 @@ def _select_weights(infos, slots_of, request, include_bias):
     return selected, unreachable
 
 
+def _sequence_slots(layer, request):
+    """Where a sequence penalty goes on `layer`: each direction of a Bidirectional."""
+    if returns_sequences(layer):
+        slots = activity_slots(layer)
+        return slots[1:] if len(slots) > 1 else slots
+    try:
+        shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # shared or never called: cannot tell
+        shape = None
+    if shape is not None and len(shape) == 3:
+        return [ActivitySlot(layer)]
+    raise ValueError(
+        f"Invalid value for argument `{request.argument}`: {request.cls.__name__} "
+        "needs a (batch, time, units) sequence output, and layer "
+        f"'{layer.name}' ({type(layer).__name__}) outputs shape {shape}. Select "
+        "recurrent layers with return_sequences=True."
+    )
+
+
+def _select_sequences(infos, request):
+    if request.pattern is not None:
+        layers = [i.layer for i in infos if _matches(request.pattern, i.layer.name)]
+    else:
+        layers = [i.layer for i in infos if returns_sequences(i.layer)]
+        if not layers:
+            raise ValueError(
+                f"Invalid value for argument `{request.argument}`: the model has no "
+                "recurrent layer that returns sequences (return_sequences=True), "
+                f"which {request.cls.__name__} applies to. "
+                f"Received: {request.argument}={request.value!r}"
+            )
+    return [slot for layer in layers for slot in _sequence_slots(layer, request)]
+
+
 def _select_activity(infos, slots_of, request):
+    if issubclass(request.cls, SequencePenalty):
+        return _select_sequences(infos, request)
     if request.pattern is not None:
         return [
             ActivitySlot(i.layer)
@@ -97,7 +136,7 @@ def slot_groups(model):
     slots_of = {id(info.layer): weight_slots(info.layer) for info in infos}
     groups = {}
     for info in infos:
-        for slot in [*(slots_of[id(info.layer)] or []), ActivitySlot(info.layer)]:
+        for slot in [*(slots_of[id(info.layer)] or []), *activity_slots(info.layer)]:
             groups.setdefault(slot.group, []).append(slot)
     return infos, slots_of, groups
 
@@ -166,7 +205,7 @@ def _notes(request, selected, unreachable):
             "that weight. Regularize it by hand, or add the layer to "
             "keras_regs.model.slots.TABLE."
         )
-    dropped = [s.layer.name for s in selected if not getattr(s, "saved", True)]
+    dropped = [s.owner.name for s in selected if not getattr(s, "saved", True)]
     if dropped:
         yield (
             f"keras_regs: `{request.argument}` on {', '.join(dropped)} counts in "

@@ -115,27 +115,56 @@ class WeightSlot:
 
 @dataclasses.dataclass(eq=False)
 class ActivitySlot:
-    """A layer's output: `layer.activity_regularizer` (counted and saved)."""
+    """A layer's output: `owner.activity_regularizer` (counted and saved).
+
+    `owner` is the layer itself, or one direction's RNN inside a Bidirectional
+    `layer` (whose config saves each direction's activity regularizer).
+    """
 
     layer: keras.layers.Layer
+    owner: keras.layers.Layer = None
+
+    def __post_init__(self):
+        if self.owner is None:
+            self.owner = self.layer
 
     @property
-    def path(self):
-        return self.layer.path if hasattr(self.layer, "path") else self.layer.name
+    def target(self):
+        if self.owner is self.layer:
+            return "activity"
+        return f"activity of {self.owner.name}"
 
     @property
     def group(self):
-        return id(self.layer), "activity_regularizer"
+        return id(self.owner), "activity_regularizer"
 
     @property
     def saved(self):
-        return not isinstance(self.layer, ACTIVITY_NOT_SAVED)
+        return not isinstance(self.owner, ACTIVITY_NOT_SAVED)
 
     def get(self):
-        return self.layer.activity_regularizer
+        return self.owner.activity_regularizer
 
     def set(self, regularizer):
-        self.layer.activity_regularizer = regularizer
+        self.owner.activity_regularizer = regularizer
+
+
+def activity_slots(layer):
+    """The layer's own output, and each direction's inside a Bidirectional."""
+    slots = [ActivitySlot(layer)]
+    if isinstance(layer, keras.layers.Bidirectional):
+        slots += [
+            ActivitySlot(layer, layer.forward_layer),
+            ActivitySlot(layer, layer.backward_layer),
+        ]
+    return slots
+
+
+def returns_sequences(layer):
+    """Recurrent layers (also Bidirectional) with return_sequences=True."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        layer = layer.forward_layer
+    return isinstance(layer, keras.layers.RNN) and bool(layer.return_sequences)
 
 
 def _own_variable(owner, name):

@@ -81,9 +81,8 @@ def _penalty_rows(groups, state, activity_values):
         if isinstance(first, ActivitySlot):
             values = activity_values.get(id(first), {})
             for keyword, penalty in _entries(regularizer):
-                rows.append(
-                    _row(first.layer, "activity", keyword, penalty, values.get(keyword))
-                )
+                value = values.get(keyword)
+                rows.append(_row(first.layer, first.target, keyword, penalty, value))
             continue
         for keyword, penalty in _entries(regularizer):
             value = sum(_float(penalty(slot.variable)) for slot in group)

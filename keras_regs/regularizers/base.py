@@ -154,6 +154,12 @@ class Regularizer(keras.regularizers.Regularizer):
         self.strength = check_non_negative(strength, "strength")
         self.reduction = check_reduction(reduction)
 
+    def mask(self, x):
+        """Which terms count: `None` (all of them, the default) or a 0/1 float32
+        tensor that broadcasts against `call(x)`'s terms. Masked terms are left
+        out of the sum, and out of the count that `"mean"` divides by."""
+        return None
+
     def call(self, x):
         """Return the penalty's terms for `x` (already cast to float32)."""
         raise NotImplementedError(
@@ -164,10 +170,15 @@ class Regularizer(keras.regularizers.Regularizer):
     def __call__(self, x):
         x = ops.cast(x, "float32")
         terms = ops.cast(self.call(x), "float32")
+        mask = self.mask(x)
+        if mask is not None:
+            mask = ops.broadcast_to(ops.cast(mask, "float32"), ops.shape(terms))
+            terms = terms * mask
         if self.reduction == "sum":
             value = ops.sum(terms)
         else:
-            value = ops.mean(terms)
+            count = ops.size(terms) if mask is None else ops.sum(mask)
+            value = ops.divide_no_nan(ops.sum(terms), ops.cast(count, "float32"))
             if self.target == "activity" and len(x.shape) > 0:
                 # Undo Keras' division by the batch size: the loss gets the mean.
                 value = value * ops.cast(ops.shape(x)[0], "float32")

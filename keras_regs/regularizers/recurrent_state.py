@@ -1,0 +1,43 @@
+"""RecurrentState: a penalty on changes of a recurrent layer's state."""
+
+import keras
+from keras import ops
+
+from keras_regs.regularizers._sequence import SequencePenalty
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class RecurrentState(SequencePenalty):
+    """Penalizes the squared change of the hidden state between time steps.
+
+    Use it as the `activity_regularizer` of a recurrent layer with
+    `return_sequences=True`. For the output `h` of shape `(B, T, units)` and
+    strength `s`, as the value reaches the loss (Keras divides an activity penalty
+    by `B`):
+
+    - `reduction="sum"`: `s * sum over t >= 1 and units of (h[t] - h[t-1])**2 / B`;
+    - `reduction="mean"`: `s * mean of (h[t] - h[t-1])**2` over the batch, the
+      steps t >= 1 and the units.
+
+    Padded steps (a Keras mask upstream) do not count; see `SequencePenalty` in
+    the docs for how they are found. A tensor that is not 3-D raises `ValueError`.
+
+    Args:
+        strength: the coefficient `s`, a finite number >= 0.
+        reduction: `"sum"` (default) or `"mean"`.
+
+    Example:
+
+    ```python
+    layer = keras.layers.LSTM(
+        64, return_sequences=True,
+        activity_regularizer=keras_regs.RecurrentState(1e-3),
+    )
+    ```
+    """
+
+    def call(self, x):
+        return ops.square(x[:, 1:] - x[:, :-1])
+
+    def pair_mask(self, pairs):
+        return pairs[..., None]
