@@ -212,3 +212,106 @@ def test_dropout_counts_inside_fit():
     assert model.evaluate(x, y, verbose=0) == pytest.approx(
         float(np.mean(predictions(mlp(), x)[0] ** 2)), rel=1e-5
     )
+
+
+# Regressions found in review: each of these failed before its fix.
+
+
+def shared_twice():
+    x = keras.Input((4,), name="x")
+    shared = L.Dense(4, name="shared")
+    return keras.Model(x, L.Dense(1, name="out")(shared(shared(x))))
+
+
+def test_a_shared_layer_keeps_one_inserted_layer_per_call_across_calls():
+    model = keras_regs.regularize_model(shared_twice(), hidden_dropout=0.3)
+    model = keras_regs.regularize_model(model, input_noise=0.1)
+    again = keras_regs.regularize_model(model, input_noise=0.1)
+    assert again is model
+    assert sorted(inserted(model)) == ["shared_dropout", "shared_dropout_1", "x_noise"]
+
+
+def test_a_new_seed_leaves_other_keywords_layers_alone():
+    model = keras_regs.regularize_model(mlp(), hidden_dropout=0.3)
+    before = {
+        layer.name: (id(layer), getattr(layer, "seed", None)) for layer in model.layers
+    }
+    model = keras_regs.regularize_model(model, input_noise=0.1, seed=7)
+    for name in ("dense_0_dropout", "dense_1_dropout"):
+        assert (id(model.get_layer(name)), model.get_layer(name).seed) == before[name]
+
+
+def test_the_same_insertion_call_keeps_the_compiled_train_function():
+    model = keras_regs.regularize_model(mlp(), hidden_dropout=0.3)
+    model.compile(optimizer="sgd", loss="mse")
+    x = inputs_for(model)[0]
+    model.fit(x, np.zeros((8, 2)), verbose=0)
+    train_function = model.train_function
+    assert keras_regs.regularize_model(model, hidden_dropout=0.3) is model
+    assert model.train_function is train_function
+
+
+def test_roles_inside_a_nested_model_with_several_outputs():
+    """`ib` only feeds `head`: hidden, not output, though `inner`'s other output is."""
+    ii = keras.Input((4,), name="ii")
+    inner = keras.Model(
+        ii, [L.Dense(3, name="ia")(ii), L.Dense(3, name="ib")(ii)], name="inner"
+    )
+    x = keras.Input((4,), name="x")
+    oa, ob = inner(x)
+    model = keras.Model(x, [oa, L.Dense(1, name="head")(ob)])
+    out = keras_regs.regularize_model(model, output_noise=0.1)
+    assert sorted(inserted(out)) == ["head_noise", "ia_noise"]
+    hidden = keras_regs.regularize_model(model, hidden_dropout=0.3)
+    assert sorted(inserted(hidden)) == ["ib_dropout"]
+    # and a pattern reaches the nested Functional model's layers by path
+    keras_regs.regularize_model(
+        model, weight_l2={"strength": 0.1, "pattern": "inner/*"}
+    )
+    assert inner.get_layer("ia").kernel.regularizer is not None
+    assert model.get_layer("head").kernel.regularizer is None
+
+
+def test_integer_inputs_are_refused_for_input_noise_and_dropout():
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    pooled = L.GlobalAveragePooling1D()(L.Embedding(20, 4, name="embedding")(tokens))
+    model = keras.Model(tokens, L.Dense(1)(pooled))
+    for keyword in ("input_noise", "input_dropout"):
+        with pytest.raises(ValueError, match="input 'tokens' is not"):
+            keras_regs.regularize_model(model, **{keyword: 0.1})
+    result = keras_regs.regularize_model(model, dropout={"embedding": 0.2})
+    assert list(inserted(result)) == ["embedding_dropout"]
+
+
+def test_overlapping_patterns_of_one_keyword_insert_one_layer():
+    result = keras_regs.regularize_model(
+        mlp(), dropout={"dense_*": 0.1, "dense_1": 0.2}
+    )
+    assert {k: v[2] for k, v in inserted(result).items()} == {
+        "dense_0_dropout": 0.1,
+        "dense_1_dropout": 0.2,
+    }
+
+
+def test_preview_reports_exactly_what_the_call_inserts():
+    model = shared_twice()
+    rows = keras_regs.preview(model, hidden_dropout=0.3, print_fn=lambda s: None)
+    result = keras_regs.regularize_model(model, hidden_dropout=0.3)
+    assert sorted(r["layer"] for r in rows) == sorted(inserted(result))
+    assert keras_regs.preview(result, hidden_dropout=0.3, print_fn=lambda s: None) == []
+    rows = keras_regs.preview(result, hidden_dropout=0.5, print_fn=lambda s: None)
+    assert {(r["layer"], r["strength"]) for r in rows} == {
+        ("shared_dropout", 0.5),
+        ("shared_dropout_1", 0.5),
+    }
+
+
+def test_a_frozen_nested_model_stays_frozen():
+    inner = keras.Sequential(
+        [keras.Input((4,)), L.Dense(4, name="inner_dense")], name="inner"
+    )
+    inner.trainable = False
+    x = keras.Input((4,))
+    model = keras.Model(x, L.Dense(1)(inner(L.Dense(4, name="first")(x))))
+    result = keras_regs.regularize_model(model, hidden_dropout=0.2)
+    assert result.get_layer("inner").trainable is False

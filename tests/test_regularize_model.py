@@ -374,3 +374,52 @@ def test_stripped_model_loads_with_plain_keras_in_a_fresh_process(tmp_path):
     )
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
     assert TESTS_DIR  # the loader does not see the tests folder either
+
+
+def test_activity_patterns_skip_inserted_layers():
+    model = keras_regs.regularize_model(mlp(), hidden_dropout=0.3)
+    keras_regs.regularize_model(
+        model, hidden_l1={"strength": 1e-3, "pattern": "dense_1*"}
+    )
+    assert model.get_layer("dense_1").activity_regularizer is not None
+    assert model.get_layer("dense_1_dropout").activity_regularizer is None
+
+
+def sum_of_weights(w):
+    return 0.1 * keras.ops.sum(w)
+
+
+def test_a_plain_function_regularizer_gets_a_clear_error_and_no_change():
+    x = keras.Input((5,))
+    layer = keras.layers.Dense(2, name="fn", kernel_regularizer=sum_of_weights)
+    model = keras.Model(x, layer(x))
+    state = model_state(model, X)
+    with pytest.raises(
+        ValueError, match="layer 'fn' has a regularizer on fn/kernel that is a plain"
+    ):
+        keras_regs.regularize_model(model, weight_l2=1e-3)
+    assert_states_equal(state, model_state(model, X))
+
+
+def test_time_distributed_layers_are_penalized_and_saved(tmp_path):
+    x = keras.Input((3, 5))
+    model = keras.Model(
+        x, keras.layers.TimeDistributed(keras.layers.Dense(2, name="inner"))(x)
+    )
+    keras_regs.regularize_model(model, weight_l2=0.1)
+    kernel = to_numpy(model.layers[1].layer.kernel)
+    np.testing.assert_allclose(
+        penalty_total_on(model, np.ones((2, 3, 5))), 0.1 * np.sum(kernel**2), rtol=1e-6
+    )
+    model.save(tmp_path / "td.keras")
+    reloaded = keras.saving.load_model(tmp_path / "td.keras")
+    np.testing.assert_allclose(
+        penalty_total_on(reloaded, np.ones((2, 3, 5))),
+        0.1 * np.sum(kernel**2),
+        rtol=1e-6,
+    )
+
+
+def penalty_total_on(model, x):
+    model(x.astype("float32"))
+    return sum(float(to_numpy(loss)) for loss in model.losses)

@@ -16,6 +16,11 @@ class LayerInfo:
 
     layer: keras.layers.Layer
     is_output: bool | None
+    prefix: str = ""  # the enclosing nested models' names: "inner/"
+
+    @property
+    def path(self):
+        return self.prefix + self.layer.name
 
 
 def check_model(model, name="model"):
@@ -55,9 +60,22 @@ def anchor_of(operation):
     return operation
 
 
-def output_operations(model):
-    """The layers that produce the model's outputs, looking through inserted ones."""
-    return {id(anchor_of(t._keras_history.operation)) for t in model.outputs}
+def output_operations(model, indices=None):
+    """`{id(layer): output indices}` for the layers that produce the model's outputs
+    (all of them, or those at `indices`), looking through inserted layers.
+
+    A nested model is listed with the indices of its own outputs that are used, so
+    that its walk can tell which of its layers produce outer outputs.
+    """
+    found = {}
+    for i, tensor in enumerate(model.outputs):
+        if indices is not None and i not in indices:
+            continue
+        history = tensor._keras_history
+        operation = anchor_of(history.operation)
+        index = history.tensor_index if operation is history.operation else 0
+        found.setdefault(id(operation), set()).add(index)
+    return found
 
 
 def walk(model):
@@ -67,21 +85,25 @@ def walk(model):
     """
     seen, infos = set(), []
 
-    def visit(current, produces_output):
+    def visit(current, indices, prefix):
+        """`indices`: which of `current`'s outputs are outer outputs (None: unknown,
+        a subclassed parent); an empty set when none is."""
         graph = has_graph(current)
-        outputs = output_operations(current) if graph else set()
+        outputs = {}
+        if graph and indices is not None and indices:
+            outputs = output_operations(current, indices)
         for layer in current.layers:
             if id(layer) in seen:
                 continue
             seen.add(id(layer))
-            if not graph:
-                is_output = None
-            else:
-                is_output = produces_output and id(layer) in outputs
+            used = (
+                None if not graph or indices is None else outputs.get(id(layer), set())
+            )
             if isinstance(layer, keras.Model):
-                visit(layer, is_output)
+                visit(layer, used, f"{prefix}{layer.name}/")
             elif not isinstance(layer, keras.layers.InputLayer):
-                infos.append(LayerInfo(layer, is_output))
+                is_output = None if used is None else bool(used)
+                infos.append(LayerInfo(layer, is_output, prefix))
 
-    visit(model, True)
+    visit(model, set(range(len(model.outputs))) if has_graph(model) else None, "")
     return infos

@@ -31,6 +31,7 @@ class Insertion:
     argument: str
     kind: str
     value: float
+    keep: bool = False  # inserted by an earlier call for a keyword not given now
 
 
 def _layer_seed(seed, name):
@@ -74,12 +75,21 @@ def select_anchors(model, requests):
         if isinstance(info.layer, keras.Model) and not has_graph(info.layer):
             _refuse_subclassed(info.layer, requests[0].argument)
     inputs = _input_layers(model)
+    paths = {id(i.layer): i.path for i in infos}
+    floating = {
+        id(layer)
+        for layer, tensor in zip(inputs, model.inputs, strict=True)
+        if "float" in str(tensor.dtype)
+    }
     wanted = {}
     for request in requests:
         if request.pattern is not None:  # a pattern replaces the role's default
             candidates = inputs + [i.layer for i in infos]
             anchors = [
-                a for a in candidates if fnmatch.fnmatchcase(a.name, request.pattern)
+                a
+                for a in candidates
+                if fnmatch.fnmatchcase(a.name, request.pattern)
+                or fnmatch.fnmatchcase(paths.get(id(a), a.name), request.pattern)
             ]
         elif request.role == "input":
             anchors = inputs
@@ -99,10 +109,20 @@ def select_anchors(model, requests):
                 f"Invalid value for argument `{request.argument}`: {what}. "
                 f"Received: {request.argument}={request.value!r}"
             )
-        for anchor in anchors:
-            wanted.setdefault(id(anchor), []).append(
-                Insertion(request.argument, request.kind, request.value)
+        integer = [a.name for a in anchors if a in inputs and id(a) not in floating]
+        if integer:
+            raise ValueError(
+                f"Invalid value for argument `{request.argument}`: noise and dropout "
+                f"need floating-point inputs, and input {integer[0]!r} is not (token "
+                "ids, say). Put the noise or dropout after the layer that embeds it, "
+                f"with a pattern: {request.kind}={{'embedding_name': value}}. "
+                f"Received: {request.argument}={request.value!r}"
             )
+        for anchor in anchors:
+            insertions = wanted.setdefault(id(anchor), [])
+            # one layer per keyword at an anchor: a later pattern replaces an earlier
+            insertions[:] = [i for i in insertions if i.argument != request.argument]
+            insertions.append(Insertion(request.argument, request.kind, request.value))
     return wanted
 
 
@@ -153,9 +173,10 @@ class _Builder:
         pool = self.reusable.get(id(anchor), [])
         for layer in pool:
             if type(layer) is cls and layer.inserted_by == insertion.argument:
-                if layer.seed == _layer_seed(self.seed, layer.name):
+                if insertion.keep or layer.seed == _layer_seed(self.seed, layer.name):
                     pool.remove(layer)
-                    self.updates.append((layer, insertion.value))
+                    if layer._held_value != insertion.value:
+                        self.updates.append((layer, insertion.value))
                     return layer
         name = self._unique(f"{anchor.name}_{insertion.kind}")
         return cls(
@@ -178,6 +199,12 @@ class _Builder:
         return tensor
 
     def rebuild(self, model):
+        new = self._rebuild(model)
+        if not model.trainable:  # a frozen nested model stays frozen
+            new.trainable = False
+        return new
+
+    def _rebuild(self, model):
         if isinstance(model, keras.Sequential):
             return self._sequential(model)
         new_inputs = keras.tree.map_structure(
@@ -252,14 +279,15 @@ def insert(model, requests, seed):
     plan = select_anchors(model, requests)
     existing = existing_insertions(model)
     # Keep what earlier calls inserted for other keywords, with their values.
+    # A shared anchor holds one inserted layer per call: one insertion each.
     for anchor, layers in existing.items():
+        carried = {}
         for layer in layers:
             if layer.inserted_by not in requested:
                 kind = "noise" if isinstance(layer, GaussianNoise) else "dropout"
-                value = layer.stddev if kind == "noise" else layer.rate
-                plan.setdefault(anchor, []).append(
-                    Insertion(layer.inserted_by, kind, value)
-                )
+                carried[(layer.inserted_by, kind)] = layer._held_value
+        for (argument, kind), value in carried.items():
+            plan.setdefault(anchor, []).append(Insertion(argument, kind, value, True))
     for insertions in plan.values():
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))
     builder = _Builder(model, plan, seed, existing)

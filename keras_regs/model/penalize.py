@@ -5,7 +5,7 @@ import warnings
 
 import keras
 
-from keras_regs.model.graph import walk
+from keras_regs.model.graph import inserted_by, walk
 from keras_regs.model.slots import (
     BIAS,
     KERNEL,
@@ -24,6 +24,18 @@ def _matches(pattern, *names):
     return any(fnmatch.fnmatchcase(name, pattern) for name in names)
 
 
+def _layer_matches(pattern, info):
+    """By the layer's name, or its path through nested models (`inner/dense`)."""
+    return _matches(pattern, info.layer.name, info.path)
+
+
+def _weight_matches(pattern, info, path):
+    """By the variable's path, also prefixed with the nested models' names
+    (Keras leaves the nested Functional model's name out of its variables' paths)."""
+    full = path if path.startswith(info.prefix) else info.prefix + path
+    return _matches(pattern, path, full)
+
+
 def _select_weights(infos, slots_of, request, include_bias):
     """The weight slots a weight penalty goes on, and the weights it cannot reach."""
     kinds = {KERNEL, BIAS} if include_bias else {KERNEL}
@@ -32,8 +44,9 @@ def _select_weights(infos, slots_of, request, include_bias):
         slots = slots_of[id(info.layer)]
         if slots is None:
             for variable in unsupported_weights(info.layer):
-                if request.pattern is None or _matches(
-                    request.pattern, variable.path, info.layer.name
+                if request.pattern is None or (
+                    _weight_matches(request.pattern, info, variable.path)
+                    or _layer_matches(request.pattern, info)
                 ):
                     unreachable.append((info.layer, variable))
             continue
@@ -41,8 +54,8 @@ def _select_weights(infos, slots_of, request, include_bias):
             if request.pattern is None:
                 chosen = slot.kind in kinds
             else:
-                by_path = _matches(request.pattern, slot.path)
-                by_layer = _matches(request.pattern, info.layer.name) and (
+                by_path = _weight_matches(request.pattern, info, slot.path)
+                by_layer = _layer_matches(request.pattern, info) and (
                     slot.kind in kinds or slot.kind == NORMALIZATION
                 )
                 chosen = by_path or by_layer
@@ -71,8 +84,9 @@ def _sequence_slots(layer, request):
 
 
 def _select_sequences(infos, request):
+    infos = [i for i in infos if inserted_by(i.layer) is None]
     if request.pattern is not None:
-        layers = [i.layer for i in infos if _matches(request.pattern, i.layer.name)]
+        layers = [i.layer for i in infos if _layer_matches(request.pattern, i)]
     else:
         layers = [i.layer for i in infos if returns_sequences(i.layer)]
         if not layers:
@@ -88,11 +102,10 @@ def _select_sequences(infos, request):
 def _select_activity(infos, slots_of, request):
     if issubclass(request.cls, SequencePenalty):
         return _select_sequences(infos, request)
+    infos = [i for i in infos if inserted_by(i.layer) is None]
     if request.pattern is not None:
         return [
-            ActivitySlot(i.layer)
-            for i in infos
-            if _matches(request.pattern, i.layer.name)
+            ActivitySlot(i.layer) for i in infos if _layer_matches(request.pattern, i)
         ]
     if any(info.is_output is None for info in infos):
         raise ValueError(
@@ -177,6 +190,8 @@ def plan(model, requests, include_bias):
         if request.reduction == "mean":
             strength = strength / len(selected)
         wanted = {slot.group for slot in selected}
+        for key in wanted:
+            _check_keepable(request, groups[key][0], state[key])
         for key, current in state.items():
             had = (
                 isinstance(current, Penalties) and request.keyword in current.penalties
@@ -192,6 +207,20 @@ def plan(model, requests, include_bias):
         if _differs(new, groups[key][0].get())
     ]
     return changes, notes
+
+
+def _check_keepable(request, slot, current):
+    """A slot's own regularizer must be a Regularizer object to be kept and saved."""
+    if current is None or isinstance(current, keras.regularizers.Regularizer):
+        return
+    where = getattr(slot, "target", None) or slot.path
+    raise ValueError(
+        f"Invalid value for argument `{request.argument}`: layer "
+        f"'{slot.layer.name}' has a regularizer on {where} that is a plain "
+        f"callable ({current!r}), not a keras.regularizers.Regularizer, so "
+        "regularize_model cannot keep it beside its own penalty and save both. "
+        "Make it a Regularizer subclass, or remove it first."
+    )
 
 
 def _notes(request, selected, unreachable):

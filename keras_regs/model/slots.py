@@ -191,6 +191,8 @@ def _table_slots(layer, owner):
 
 def weight_slots(layer):
     """The weight slots of `layer`, or `None` when its class is not supported."""
+    if isinstance(layer, keras.layers.TimeDistributed):  # saves the inner layer
+        return _table_slots(layer, layer.layer)
     if isinstance(layer, keras.layers.Bidirectional):
         forward = _table_slots(layer, layer.forward_layer)
         backward = _table_slots(layer, layer.backward_layer)

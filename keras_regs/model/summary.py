@@ -111,6 +111,51 @@ def _layer_rows(model):
     return rows
 
 
+def _inserted(model):
+    return [i.layer for i in walk(model) if isinstance(i.layer, SeededLayer)]
+
+
+def _insertion_rows(model, new_model, updates):
+    """What rebuilding `model` into `new_model` inserts, changes and removes.
+
+    The rebuilt graph is built but not applied: the original model is unchanged.
+    """
+    before = {id(layer) for layer in _inserted(model)}
+    changed = {id(layer): value for layer, value in updates}
+    rows = []
+    for layer in _inserted(new_model):
+        if id(layer) in before and id(layer) not in changed:
+            continue
+        if layer.inserted_by is None:
+            continue
+        rows.append(
+            {
+                "layer": layer.name,
+                "target": f"after {anchor_of(layer).name}",
+                "keyword": layer.inserted_by,
+                "class": type(layer).__name__,
+                "strength": changed.get(id(layer), layer._held_value),
+                "reduction": None,
+                "value": None,
+            }
+        )
+    kept = {id(layer) for layer in _inserted(new_model)}
+    for layer in _inserted(model):
+        if id(layer) not in kept:
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "target": f"removed (was after {anchor_of(layer).name})",
+                    "keyword": layer.inserted_by or OWN,
+                    "class": type(layer).__name__,
+                    "strength": layer._held_value,
+                    "reduction": None,
+                    "value": None,
+                }
+            )
+    return rows
+
+
 def describe(model, x=None):
     """The rows of `summary`, as a list of dicts (see `COLUMNS`)."""
     check_model(model)
@@ -192,26 +237,12 @@ def preview(model, *, print_fn=print, **spec):
     ```
     """
     check_model(model)
-    penalties, layers, include_bias, _ = read_spec(**spec)
+    penalties, layers, include_bias, seed = read_spec(**spec)
     changes, _ = penalize.plan(model, penalties, include_bias)
     groups = {id(slots[0]): slots for slots, _ in changes}
     state = {id(slots[0]): regularizer for slots, regularizer in changes}
     rows = _penalty_rows(groups, state, {})
     if layers:
-        anchors = {id(a): a for a in insert.anchor_layers(model)}
-        for anchor_id, insertions in insert.select_anchors(model, layers).items():
-            for insertion in insertions:
-                cls = insert.CLASSES[insertion.kind]
-                rows.append(
-                    {
-                        "layer": f"{anchors[anchor_id].name}_{insertion.kind}",
-                        "target": f"after {anchors[anchor_id].name}",
-                        "keyword": insertion.argument,
-                        "class": cls.__name__,
-                        "strength": insertion.value,
-                        "reduction": None,
-                        "value": None,
-                    }
-                )
+        rows += _insertion_rows(model, *insert.insert(model, layers, seed))
     print_fn(format_rows(rows))
     return rows
