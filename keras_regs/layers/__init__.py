@@ -1,6 +1,7 @@
-"""Layers: additive noise and dropout."""
+"""Layers: additive noise, dropout, and the contractive (Jacobian) wrapper."""
 
 from keras_regs.layers.bernoulli_dropout import BernoulliDropout
+from keras_regs.layers.contractive import Contractive
 from keras_regs.layers.gaussian_noise import GaussianNoise
 
-__all__ = ["BernoulliDropout", "GaussianNoise"]
+__all__ = ["BernoulliDropout", "Contractive", "GaussianNoise"]

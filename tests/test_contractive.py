@@ -1,0 +1,267 @@
+"""Contractive: the Jacobian penalty against float64 finite differences."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from helpers import layer_configs, to_numpy
+from keras_regs.layers import Contractive
+
+RNG = np.random.default_rng(0)
+ERF = np.vectorize(math.erf)
+ACTIVATIONS = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "tanh": np.tanh,
+    "softplus": lambda z: np.log1p(np.exp(z)),
+    "elu": lambda z: np.where(z > 0, z, np.exp(z) - 1),
+    "selu": lambda z: (
+        1.0507009873554805 * np.where(z > 0, z, 1.6732632423543772 * (np.exp(z) - 1))
+    ),
+    "gelu": lambda z: 0.5 * z * (1 + ERF(z / np.sqrt(2))),
+    "silu": lambda z: z / (1 + np.exp(-z)),
+}
+EPS = 1e-5
+
+
+def jacobian_norms(f, x):
+    """Each example's squared Frobenius norm, by central differences in float64."""
+    x = x.astype("float64")
+    total = np.zeros(len(x))
+    flat = x.reshape(len(x), -1)
+    for i in range(flat.shape[1]):
+        step = np.zeros_like(flat)
+        step[:, i] = EPS
+        up = f((flat + step).reshape(x.shape)).reshape(len(x), -1)
+        down = f((flat - step).reshape(x.shape)).reshape(len(x), -1)
+        total += np.sum(((up - down) / (2 * EPS)) ** 2, axis=1)
+    return total
+
+
+def dense_numpy(layer, activation):
+    kernel, bias = (
+        to_numpy(layer.kernel).astype("float64"),
+        to_numpy(layer.bias).astype("float64"),
+    )
+    return lambda x: ACTIVATIONS[activation](x @ kernel + bias)
+
+
+def conv_numpy(kernel, bias):
+    """Conv1D, valid padding, stride 1, tanh, in NumPy float64."""
+
+    def f(x):
+        width = kernel.shape[0]
+        steps = x.shape[1] - width + 1
+        z = np.stack(
+            [
+                np.einsum("bkc,kcf->bf", x[:, t : t + width], kernel)
+                for t in range(steps)
+            ],
+            axis=1,
+        )
+        return np.tanh(z + bias)
+
+    return f
+
+
+def penalty(wrapper, x):
+    wrapper(ops.convert_to_tensor(x))
+    return float(to_numpy(wrapper.losses[-1]))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_closed_form_matches_finite_differences(activation):
+    x = RNG.normal(size=(6, 5)).astype("float32")
+    dense = keras.layers.Dense(
+        4, activation=activation, bias_initializer="glorot_uniform"
+    )
+    wrapper = Contractive(dense, 0.7)
+    assert penalty(wrapper, x) and wrapper.closed_form
+    expected = 0.7 * jacobian_norms(dense_numpy(dense, activation), x).mean()
+    np.testing.assert_allclose(penalty(wrapper, x), expected, rtol=2e-3)
+    mean = Contractive(dense, 0.7, reduction="mean")
+    np.testing.assert_allclose(penalty(mean, x), expected / (5 * 4), rtol=2e-3)
+
+
+def test_einsum_dense_closed_form_matches_finite_differences():
+    """A time axis: the Jacobian is block diagonal over time steps."""
+    x = RNG.normal(size=(3, 4, 5)).astype("float32")
+    layer = keras.layers.EinsumDense(
+        "btc,cd->btd", (4, 3), bias_axes="d", activation="tanh"
+    )
+    wrapper = Contractive(layer, 1.0)
+    penalty(wrapper, x)
+    kernel, bias = (
+        to_numpy(layer.kernel).astype("float64"),
+        to_numpy(layer.bias).astype("float64"),
+    )
+    expected = jacobian_norms(
+        lambda v: np.tanh(np.einsum("btc,cd->btd", v, kernel) + bias), x
+    ).mean()
+    assert wrapper.closed_form
+    np.testing.assert_allclose(penalty(wrapper, x), expected, rtol=2e-3)
+
+
+def test_jvp_fallback_matches_finite_differences_and_the_closed_form():
+    x = RNG.normal(size=(3, 7, 2)).astype("float32")
+    conv = keras.layers.Conv1D(
+        3, 3, activation="tanh", bias_initializer="glorot_uniform"
+    )
+    wrapper = Contractive(conv, 0.5)
+    penalty(wrapper, x)
+    assert not wrapper.closed_form
+    reference = conv_numpy(
+        to_numpy(conv.kernel).astype("float64"), to_numpy(conv.bias).astype("float64")
+    )
+    np.testing.assert_allclose(
+        penalty(wrapper, x), 0.5 * jacobian_norms(reference, x).mean(), rtol=2e-3
+    )
+    # the same Dense layer through both paths
+    dense = keras.layers.Dense(70, activation="sigmoid")  # 70 outputs: two jvp chunks
+    xd = ops.convert_to_tensor(RNG.normal(size=(4, 70)).astype("float32"))
+    closed = Contractive(dense, 1.0)
+    closed(xd)
+    through_jvp = float(to_numpy(ops.sum(closed._through_jvp(xd, False)))) / 4
+    np.testing.assert_allclose(
+        float(to_numpy(closed.losses[0])), through_jvp, rtol=1e-5
+    )
+
+
+def kernel_gradient(wrapper, x):
+    """d penalty / d kernel by the backend's autodiff."""
+    x = ops.convert_to_tensor(x)
+    kernel = wrapper.layer.kernel
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            wrapper(x)
+            value = wrapper.losses[-1]
+        return to_numpy(tape.gradient(value, kernel.value))
+    import jax
+
+    def value_of(kernel_value):
+        trainable = [
+            kernel_value if v is kernel else v.value
+            for v in wrapper.trainable_variables
+        ]
+        non_trainable = [v.value for v in wrapper.non_trainable_variables]
+        _, _, losses = wrapper.stateless_call(
+            trainable, non_trainable, x, return_losses=True
+        )
+        return losses[-1]
+
+    return np.asarray(jax.grad(value_of)(kernel.value))
+
+
+def numeric_gradient(value_of, kernel):
+    grad = np.zeros_like(kernel)
+    for index in np.ndindex(kernel.shape):
+        step = np.zeros_like(kernel)
+        step[index] = 1e-6
+        grad[index] = (value_of(kernel + step) - value_of(kernel - step)) / 2e-6
+    return grad
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() not in ("tensorflow", "jax"), reason="autodiff helper"
+)
+def test_penalty_gradients_match_finite_differences():
+    x = RNG.normal(size=(4, 3)).astype("float32")
+    dense = keras.layers.Dense(2, activation="tanh", bias_initializer="glorot_uniform")
+    wrapper = Contractive(dense, 1.0)
+    wrapper(ops.convert_to_tensor(x))
+    bias = to_numpy(dense.bias).astype("float64")
+
+    def closed_value(kernel):
+        return jacobian_norms(lambda v: np.tanh(v @ kernel + bias), x).mean()
+
+    expected = numeric_gradient(closed_value, to_numpy(dense.kernel).astype("float64"))
+    np.testing.assert_allclose(
+        kernel_gradient(wrapper, x), expected, rtol=2e-3, atol=1e-5
+    )
+
+    xc = RNG.normal(size=(2, 4, 2)).astype("float32")
+    conv = keras.layers.Conv1D(
+        2, 2, activation="tanh", bias_initializer="glorot_uniform"
+    )
+    fallback = Contractive(conv, 1.0)
+    fallback(ops.convert_to_tensor(xc))
+    conv_bias = to_numpy(conv.bias).astype("float64")
+
+    def conv_value(kernel):
+        return jacobian_norms(conv_numpy(kernel, conv_bias), xc).mean()
+
+    expected = numeric_gradient(conv_value, to_numpy(conv.kernel).astype("float64"))
+    np.testing.assert_allclose(
+        kernel_gradient(fallback, xc), expected, rtol=2e-3, atol=1e-5
+    )
+
+
+def autoencoder(strength=0.1, inner=None):
+    inputs = keras.Input((6,))
+    dense = inner or keras.layers.Dense(4, activation="sigmoid", name="code")
+    code = Contractive(dense, strength, name="contractive")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(6, name="decode")(code)), dense
+
+
+def test_trains_in_fit_with_the_penalty_in_the_loss_and_shares_weights():
+    model, dense = autoencoder(0.3)
+    wrapper = model.get_layer("contractive")
+    assert [id(v) for v in wrapper.trainable_weights] == [
+        id(v) for v in dense.trainable_weights
+    ]
+    assert len(model.trainable_weights) == 4  # the wrapper adds none of its own
+    x = RNG.normal(size=(32, 6)).astype("float32")
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    loss = model.fit(x, x, batch_size=32, verbose=0).history["loss"][0]
+    code = dense_numpy(dense, "sigmoid")
+    decode = model.get_layer("decode")
+    prediction = code(x) @ to_numpy(decode.kernel) + to_numpy(decode.bias)
+    expected = np.mean((prediction - x) ** 2) + 0.3 * jacobian_norms(code, x).mean()
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(x, x, epochs=5, batch_size=8, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history)) and history[-1] < history[0]
+
+
+def test_saves_and_reloads(tmp_path):
+    model, _ = autoencoder(0.2)
+    x = RNG.normal(size=(8, 6)).astype("float32")
+    model.save(tmp_path / "cae.keras")
+    reloaded = keras.saving.load_model(tmp_path / "cae.keras")
+    assert layer_configs(reloaded) == layer_configs(model)
+    np.testing.assert_array_equal(to_numpy(reloaded(x)), to_numpy(model(x)))
+    assert [float(to_numpy(v)) for v in reloaded.losses] == [
+        float(to_numpy(v)) for v in model.losses
+    ]
+    assert reloaded.get_layer("contractive").get_config()["strength"] == 0.2
+
+
+def test_a_backend_without_jvp_gets_a_clear_error(monkeypatch):
+    def no_jvp(*args, **kwargs):
+        raise NotImplementedError("jvp")
+
+    monkeypatch.setattr(ops, "jvp", no_jvp)
+    x = ops.convert_to_tensor(RNG.normal(size=(2, 5, 2)).astype("float32"))
+    with pytest.raises(
+        NotImplementedError, match=r"Contractive\(Conv1D\) needs keras.ops.jvp"
+    ):
+        Contractive(keras.layers.Conv1D(2, 2), 0.1)(x)
+    # the closed form needs no jvp
+    Contractive(keras.layers.Dense(2, activation="tanh"), 0.1)(
+        ops.convert_to_tensor(RNG.normal(size=(2, 3)).astype("float32"))
+    )
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="argument `layer`.*Received: layer=3"):
+        Contractive(3, 0.1)
+    with pytest.raises(ValueError, match="strength=-1.0"):
+        Contractive(keras.layers.Dense(2), -1.0)
+    with pytest.raises(ValueError, match="reduction='max'"):
+        Contractive(keras.layers.Dense(2), 0.1, reduction="max")
