@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+import keras_regs
 from helpers import layer_configs, to_numpy
 from keras_regs.layers import Contractive
 
@@ -265,3 +266,178 @@ def test_bad_arguments():
         Contractive(keras.layers.Dense(2), -1.0)
     with pytest.raises(ValueError, match="reduction='max'"):
         Contractive(keras.layers.Dense(2), 0.1, reduction="max")
+
+
+def deep_model():
+    inputs = keras.Input((6,), name="x")
+    h = keras.layers.Dense(5, activation="tanh", name="h1")(inputs)
+    h = keras.layers.Dense(4, activation="sigmoid", name="h2")(h)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+def test_regularize_model_wraps_hidden_layers_and_strip_unwraps(tmp_path):
+    model = deep_model()
+    x = RNG.normal(size=(8, 6)).astype("float32")
+    before = to_numpy(model.predict(x, verbose=0))
+    result = keras_regs.regularize_model(
+        model, contractive=0.1, hidden_dropout=0.2, weight_l2=1e-3
+    )
+    names = [layer.name for layer in result.layers]
+    assert names == [
+        "x",
+        "h1_contractive",
+        "h1_dropout",
+        "h2_contractive",
+        "h2_dropout",
+        "out",
+    ]
+    np.testing.assert_array_equal(to_numpy(result.predict(x, verbose=0)), before)
+    # the penalty is the NumPy Jacobian norm of each hidden layer, on its own input
+    h1, h2 = model.get_layer("h1"), model.get_layer("h2")
+    a1 = dense_numpy(h1, "tanh")(x)
+    expected = 0.1 * (
+        jacobian_norms(dense_numpy(h1, "tanh"), x).mean()
+        + jacobian_norms(dense_numpy(h2, "sigmoid"), a1).mean()
+    )
+    result(x)
+    # each wrapper's own add_loss comes first; its inner layer's weight penalty after
+    contractive = [
+        float(to_numpy(result.get_layer(name).losses[0]))
+        for name in ("h1_contractive", "h2_contractive")
+    ]
+    np.testing.assert_allclose(sum(contractive), expected, rtol=1e-4)
+    # weight penalties still reach the wrapped layers' kernels
+    assert h1.kernel.regularizer is not None
+    assert (
+        keras_regs.regularize_model(
+            result, contractive=0.1, hidden_dropout=0.2, weight_l2=1e-3
+        )
+        is result
+    )
+    moved = keras_regs.regularize_model(
+        result, contractive={"strength": 0.5, "pattern": "h2"}
+    )
+    assert [layer.name for layer in moved.layers if "contractive" in layer.name] == [
+        "h2_contractive"
+    ]
+    assert moved.get_layer("h2_contractive").strength == 0.5
+    moved.save(tmp_path / "m.keras")
+    stripped = keras_regs.strip_regularization(
+        keras.saving.load_model(tmp_path / "m.keras")
+    )
+    assert [layer.name for layer in stripped.layers] == ["x", "h1", "h2", "out"]
+    np.testing.assert_array_equal(to_numpy(stripped.predict(x, verbose=0)), before)
+
+
+def test_regularize_model_contractive_trains_and_previews():
+    model = deep_model()
+    rows = keras_regs.preview(model, contractive=0.2, print_fn=lambda s: None)
+    assert {(r["layer"], r["target"], r["strength"]) for r in rows} == {
+        ("h1_contractive", "wraps h1", 0.2),
+        ("h2_contractive", "wraps h2", 0.2),
+    }
+    result = keras_regs.regularize_model(
+        model, contractive={"strength": 0.2, "reduction": "mean"}
+    )
+    assert result.get_layer("h1_contractive").reduction == "mean"
+    result.compile(optimizer="adam", loss="mse")
+    x = RNG.normal(size=(16, 6)).astype("float32")
+    history = result.fit(x, x[:, :2], epochs=3, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history))
+
+
+# Regressions found in review: each failed before its fix.
+
+
+def test_the_wrapped_layers_activity_penalty_counts_once_on_both_paths():
+    x = RNG.normal(size=(4, 6)).astype("float32")
+    dense = keras.layers.Dense(
+        5, activation="tanh", activity_regularizer=keras.regularizers.L1(1.0)
+    )
+    closed = Contractive(dense, 0.0)
+    closed(ops.convert_to_tensor(x))
+    activity = np.abs(dense_numpy(dense, "tanh")(x)).sum() / len(x)
+    values = sorted(float(to_numpy(v)) for v in closed.losses)
+    np.testing.assert_allclose(values, [0.0, activity], rtol=1e-5)
+
+    norm = keras.layers.LayerNormalization(
+        activity_regularizer=keras.regularizers.L1(1.0)
+    )
+    fallback = Contractive(norm, 0.0)
+    out = fallback(ops.convert_to_tensor(x))
+    values = sorted(float(to_numpy(v)) for v in fallback.losses)
+    np.testing.assert_allclose(
+        values, [0.0, np.abs(to_numpy(out)).sum() / len(x)], rtol=1e-5
+    )
+    model = keras.Sequential([keras.Input((6,)), fallback])
+    model.compile(optimizer="sgd", loss="mse")
+    assert np.isfinite(
+        model.fit(x, x, verbose=0).history["loss"][0]
+    )  # no leaked tracer
+
+
+def test_jvp_fallback_on_more_than_two_chunks_of_inputs():
+    x = RNG.normal(size=(2, 130)).astype("float32")  # 130 coordinates: 3 chunks
+    wrapper = Contractive(keras.layers.Dense(3, activation="hard_sigmoid"), 1.0)
+    assert not wrapper.closed_form
+    dense = wrapper.layer
+    wrapper(ops.convert_to_tensor(x))
+    kernel, bias = (
+        to_numpy(dense.kernel).astype("float64"),
+        to_numpy(dense.bias).astype("float64"),
+    )
+
+    def hard_sigmoid(v):
+        return np.clip(v / 6 + 0.5, 0, 1)
+
+    expected = jacobian_norms(lambda v: hard_sigmoid(v @ kernel + bias), x).mean()
+    np.testing.assert_allclose(float(to_numpy(wrapper.losses[0])), expected, rtol=2e-3)
+
+
+def test_masks_pass_through_the_wrapper():
+    tokens = keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
+    wrapped = Contractive(keras.layers.Dense(4, activation="tanh"), 0.1)(embedded)
+    model = keras.Model(tokens, keras.layers.LSTM(3)(wrapped))
+    short = to_numpy(model(np.array([[3, 5, 7]], "int32")))
+    padded = to_numpy(model(np.array([[3, 5, 7, 0, 0]], "int32")))
+    np.testing.assert_allclose(padded, short, rtol=1e-6)
+    # a masked LSTM wrapped by regularize_model (its node passes mask=)
+    seq = keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(20, 4, mask_zero=True),
+            keras.layers.Dense(4, name="d1"),
+            keras.layers.LSTM(3, name="lstm"),
+            keras.layers.Dense(1),
+        ]
+    )
+    ids = np.array([[3, 5, 7, 0, 0]], "int32")
+    before = to_numpy(seq(ids))
+    result = keras_regs.regularize_model(
+        seq, contractive={"strength": 0.1, "pattern": "d1"}
+    )
+    np.testing.assert_array_equal(to_numpy(result(ids)), before)
+    result = keras_regs.regularize_model(
+        seq, contractive={"strength": 0.1, "pattern": "lstm"}
+    )
+    np.testing.assert_array_equal(to_numpy(result(ids)), before)
+
+
+def test_layers_with_integer_inputs_are_not_wrapped():
+    tokens = keras.Input((6,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(
+        keras.layers.Embedding(20, 4, name="embed")(tokens)
+    )
+    model = keras.Model(
+        tokens, keras.layers.Dense(1)(keras.layers.Dense(4, name="hidden")(pooled))
+    )
+    result = keras_regs.regularize_model(model, contractive=0.1)
+    assert [layer.name for layer in result.layers if "contractive" in layer.name] == [
+        "hidden_contractive"
+    ]
+    result(np.arange(6)[None].astype("int32"))
+    with pytest.raises(ValueError, match="'embed' takes integer inputs"):
+        keras_regs.regularize_model(
+            model, contractive={"strength": 0.1, "pattern": "embed"}
+        )

@@ -161,3 +161,30 @@ def test_regularize_model_errors_for_non_sequences():
         keras_regs.regularize_model(
             recurrent_model(), recurrent_norm={"strength": 0.1, "pattern": "last"}
         )
+
+
+# Regressions found in review: each failed before its fix.
+
+
+def test_layers_with_states_or_conv_outputs_are_not_selected():
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
+    x = keras.layers.LSTM(5, return_sequences=True, return_state=True, name="stateful")(
+        x
+    )[0]
+    x = keras.layers.GRU(3, return_sequences=True, name="gru")(x)
+    model = keras.Model(tokens, keras.layers.Dense(1)(x))
+    keras_regs.regularize_model(model, recurrent_norm=1.0)
+    assert model.get_layer("stateful").activity_regularizer is None
+    assert model.get_layer("gru").activity_regularizer is not None
+    model(np.array([[3, 5, 7, 2, 0, 0]], "int32"))  # runs: no penalty on 2-D states
+    with pytest.raises(ValueError, match="'stateful' has return_state=True"):
+        keras_regs.regularize_model(
+            model, recurrent_state={"strength": 1.0, "pattern": "stateful"}
+        )
+
+    frames = keras.Input((6, 8, 2))
+    conv = keras.layers.ConvLSTM1D(3, 3, return_sequences=True, name="conv")(frames)
+    conv_model = keras.Model(frames, keras.layers.Dense(1)(conv))
+    with pytest.raises(ValueError, match="no recurrent layer that returns sequences"):
+        keras_regs.regularize_model(conv_model, recurrent_norm=1.0)

@@ -1,5 +1,6 @@
 """Contractive: a layer wrapper that penalizes the Jacobian of the layer's output."""
 
+import inspect
 import math
 
 import keras
@@ -55,6 +56,16 @@ def _activation_name(layer):
     except (ValueError, TypeError, AttributeError):
         return None
     return name if isinstance(name, str) else None
+
+
+def differentiable_input(layer):
+    """Whether the layer's (first) input is floating point: a Jacobian needs one."""
+    if isinstance(layer, keras.layers.Embedding):
+        return False
+    nodes = getattr(layer, "_inbound_nodes", [])  # private: the first call's input
+    if not nodes or not nodes[0].input_tensors:
+        return True
+    return "float" in str(nodes[0].input_tensors[0].dtype)
 
 
 def closed_form_applies(layer):
@@ -125,6 +136,7 @@ class Contractive(keras.layers.Wrapper):
                 f"Received: layer={layer!r} (of type {type(layer).__name__})"
             )
         super().__init__(layer, **kwargs)
+        self.supports_masking = True
         self.strength = check_non_negative(strength, "strength")
         self.reduction = check_reduction(reduction)
         if inserted_by is not None and not isinstance(inserted_by, str):
@@ -144,14 +156,32 @@ class Contractive(keras.layers.Wrapper):
         """Whether the penalty is computed in closed form (else through jvp)."""
         return closed_form_applies(self.layer)
 
-    def call(self, inputs, training=None):
+    def _call_kwargs(self, training, mask):
+        """The keyword arguments the wrapped layer's `call` accepts."""
+        parameters = inspect.signature(self.layer.call).parameters
+        kwargs = {}
+        if "training" in parameters:
+            kwargs["training"] = training
+        if "mask" in parameters and mask is not None:
+            kwargs["mask"] = mask
+        return kwargs
+
+    def call(self, inputs, training=None, mask=None):
         if self.closed_form:
             outputs, squared = self._closed_form(inputs)
+            regularizer = self.layer.activity_regularizer
+            if regularizer is not None:  # what the layer's own __call__ would add
+                loss = regularizer(outputs)
+                batch = ops.cast(ops.shape(outputs)[0], loss.dtype)
+                self.add_loss(ops.divide_no_nan(loss, batch))
         else:
-            outputs = self.layer(inputs, training=training)
-            squared = self._through_jvp(inputs, training)
+            outputs = self.layer(inputs, **self._call_kwargs(training, mask))
+            squared = self._through_jvp(inputs, training, mask)
         self.add_loss(self._reduce(squared, inputs, outputs))
         return outputs
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
 
     def _closed_form(self, inputs):
         """The layer's own computation, and each example's squared norm."""
@@ -172,7 +202,7 @@ class Contractive(keras.layers.Wrapper):
         per_element = ops.square(slope) * columns
         return outputs, ops.sum(ops.reshape(per_element, (ops.shape(z)[0], -1)), axis=1)
 
-    def _through_jvp(self, inputs, training):
+    def _through_jvp(self, inputs, training, mask=None):
         if not hasattr(ops, "jvp"):
             raise NotImplementedError(
                 f"Contractive({type(self.layer).__name__}) needs keras.ops.jvp, which "
@@ -185,15 +215,24 @@ class Contractive(keras.layers.Wrapper):
         squared = ops.zeros((batch,), "float32")
         for start in range(0, size, _CHUNK):
             count = min(_CHUNK, size - start)
-            eye = ops.eye(count, size, k=start, dtype=inputs.dtype)  # (count, size)
+            # rows start..start+count of the identity (not ops.eye(count, size, k):
+            # TensorFlow's returns the wrong shape when count + k < size)
+            eye = ops.one_hot(
+                ops.arange(start, start + count), size, dtype=inputs.dtype
+            )
             tangents = ops.reshape(
                 ops.broadcast_to(eye[:, None, :], (count, batch, size)),
                 (count * batch, *inputs.shape[1:]),
             )
             primals = ops.tile(inputs, (count,) + (1,) * (len(inputs.shape) - 1))
+            tiled_mask = None
+            if mask is not None:
+                tiled_mask = ops.tile(mask, (count,) + (1,) * (len(mask.shape) - 1))
+            kwargs = self._call_kwargs(training, tiled_mask)
 
-            def forward(x):
-                return self.layer(x, training=training)
+            def forward(x, kwargs=kwargs):
+                # `call`, not `__call__`: no activity penalty or add_loss inside jvp
+                return self.layer.call(x, **kwargs)
 
             try:
                 _, columns = ops.jvp(forward, (primals,), (tangents,))

@@ -5,6 +5,7 @@ import dataclasses
 import keras
 
 from keras_regs.layers._seeded import SeededLayer
+from keras_regs.layers.contractive import Contractive
 
 
 @dataclasses.dataclass(eq=False)
@@ -17,6 +18,7 @@ class LayerInfo:
     layer: keras.layers.Layer
     is_output: bool | None
     prefix: str = ""  # the enclosing nested models' names: "inner/"
+    wrapper: keras.layers.Layer | None = None  # the Contractive wrapping `layer`
 
     @property
     def path(self):
@@ -45,8 +47,13 @@ def has_graph(model):
 
 
 def inserted_by(layer):
-    """The regularize_model keyword that inserted `layer`, or None."""
-    return layer.inserted_by if isinstance(layer, SeededLayer) else None
+    """The regularize_model keyword that inserted (or wrapped) `layer`, or None."""
+    return layer.inserted_by if isinstance(layer, (SeededLayer, Contractive)) else None
+
+
+def unwrap(operation):
+    """The layer inside a Contractive wrapper (the operation itself otherwise)."""
+    return operation.layer if isinstance(operation, Contractive) else operation
 
 
 def anchor_of(operation):
@@ -54,10 +61,10 @@ def anchor_of(operation):
 
     Private API: an inserted layer's first inbound node, which every rebuild repeats.
     """
-    while inserted_by(operation) is not None:
+    while isinstance(operation, SeededLayer) and operation.inserted_by is not None:
         tensor = operation._inbound_nodes[0].input_tensors[0]
         operation = tensor._keras_history.operation
-    return operation
+    return unwrap(operation)
 
 
 def output_operations(model, indices=None):
@@ -73,7 +80,7 @@ def output_operations(model, indices=None):
             continue
         history = tensor._keras_history
         operation = anchor_of(history.operation)
-        index = history.tensor_index if operation is history.operation else 0
+        index = history.tensor_index if operation is unwrap(history.operation) else 0
         found.setdefault(id(operation), set()).add(index)
     return found
 
@@ -96,14 +103,16 @@ def walk(model):
             if id(layer) in seen:
                 continue
             seen.add(id(layer))
-            used = (
-                None if not graph or indices is None else outputs.get(id(layer), set())
-            )
+            inner = unwrap(layer)
+            used = None
+            if graph and indices is not None:
+                used = outputs.get(id(inner), set())
             if isinstance(layer, keras.Model):
                 visit(layer, used, f"{prefix}{layer.name}/")
             elif not isinstance(layer, keras.layers.InputLayer):
                 is_output = None if used is None else bool(used)
-                infos.append(LayerInfo(layer, is_output, prefix))
+                wrapper = layer if inner is not layer else None
+                infos.append(LayerInfo(inner, is_output, prefix, wrapper))
 
     visit(model, set(range(len(model.outputs))) if has_graph(model) else None, "")
     return infos

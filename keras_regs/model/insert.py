@@ -12,18 +12,21 @@ changes nothing and a new value replaces the old one.
 
 import dataclasses
 import fnmatch
+import inspect
 import zlib
 
 import keras
 
+from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.bernoulli_dropout import BernoulliDropout
+from keras_regs.layers.contractive import Contractive, differentiable_input
 from keras_regs.layers.gaussian_noise import GaussianNoise
-from keras_regs.model.graph import anchor_of, has_graph, inserted_by, walk
+from keras_regs.model.graph import anchor_of, has_graph, inserted_by, unwrap, walk
 from keras_regs.model.slots import KERNEL, unsupported_weights, weight_slots
 
 CLASSES = {"noise": GaussianNoise, "dropout": BernoulliDropout}
-# Noise before dropout at one anchor; within a kind, the role keywords first.
-_ORDER = {"noise": 0, "dropout": 1}
+# The wrapper first (it replaces the layer's call), then noise, then dropout.
+_ORDER = {"contractive": -1, "noise": 0, "dropout": 1}
 
 
 @dataclasses.dataclass
@@ -32,6 +35,7 @@ class Insertion:
     kind: str
     value: float
     keep: bool = False  # inserted by an earlier call for a keyword not given now
+    reduction: str = "sum"  # contractive only
 
 
 def _layer_seed(seed, name):
@@ -84,7 +88,9 @@ def select_anchors(model, requests):
     wanted = {}
     for request in requests:
         if request.pattern is not None:  # a pattern replaces the role's default
-            candidates = inputs + [i.layer for i in infos]
+            candidates = [i.layer for i in infos]
+            if request.kind != "contractive":  # a wrapper needs a layer
+                candidates = inputs + candidates
             anchors = [
                 a
                 for a in candidates
@@ -109,6 +115,17 @@ def select_anchors(model, requests):
                 f"Invalid value for argument `{request.argument}`: {what}. "
                 f"Received: {request.argument}={request.value!r}"
             )
+        if request.kind == "contractive":
+            if request.pattern is None:  # by default, only layers with float inputs
+                anchors = [a for a in anchors if differentiable_input(a)]
+            else:
+                integer = [a.name for a in anchors if not differentiable_input(a)]
+                if integer:
+                    raise ValueError(
+                        f"Invalid value for argument `{request.argument}`: layer "
+                        f"{integer[0]!r} takes integer inputs, which have no "
+                        f"Jacobian. Received: {request.argument}={request.value!r}"
+                    )
         integer = [a.name for a in anchors if a in inputs and id(a) not in floating]
         if integer:
             raise ValueError(
@@ -122,7 +139,14 @@ def select_anchors(model, requests):
             insertions = wanted.setdefault(id(anchor), [])
             # one layer per keyword at an anchor: a later pattern replaces an earlier
             insertions[:] = [i for i in insertions if i.argument != request.argument]
-            insertions.append(Insertion(request.argument, request.kind, request.value))
+            insertions.append(
+                Insertion(
+                    request.argument,
+                    request.kind,
+                    request.value,
+                    reduction=request.reduction,
+                )
+            )
     return wanted
 
 
@@ -134,16 +158,20 @@ def existing_insertions(model):
         if isinstance(current, keras.Sequential):
             anchor = _input_layers(current)[0]
             for layer in current.layers:
-                if inserted_by(layer) is not None:
+                if isinstance(layer, SeededLayer) and layer.inserted_by is not None:
                     found.setdefault(id(anchor), []).append(layer)
-                else:
-                    anchor = layer
-                    if isinstance(layer, keras.Model):
-                        visit(layer)
+                    continue
+                anchor = unwrap(layer)
+                if inserted_by(layer) is not None:  # a wrapper regularize_model made
+                    found.setdefault(id(anchor), []).append(layer)
+                if isinstance(layer, keras.Model):
+                    visit(layer)
             return
         for layer in current.layers:
             if isinstance(layer, keras.Model) and has_graph(layer):
                 visit(layer)
+            elif isinstance(layer, Contractive) and layer.inserted_by is not None:
+                found.setdefault(id(layer.layer), []).append(layer)
             elif inserted_by(layer) is not None:
                 found.setdefault(id(anchor_of(layer)), []).append(layer)
 
@@ -158,7 +186,8 @@ class _Builder:
         self.plan, self.seed = plan, seed
         self.reusable = {k: list(v) for k, v in reusable.items()}
         self.names = {layer.name for layer in _every_layer(model)}
-        self.updates = []  # (layer, value): applied only once the rebuild worked
+        self.updates = []  # (layer, {attribute: value}): set once the rebuild worked
+        self.wrappers = {}  # id(layer) -> its Contractive wrapper in the new graph
 
     def _unique(self, name):
         candidate, n = name, 0
@@ -176,7 +205,7 @@ class _Builder:
                 if insertion.keep or layer.seed == _layer_seed(self.seed, layer.name):
                     pool.remove(layer)
                     if layer._held_value != insertion.value:
-                        self.updates.append((layer, insertion.value))
+                        self.updates.append((layer, {layer.held: insertion.value}))
                     return layer
         name = self._unique(f"{anchor.name}_{insertion.kind}")
         return cls(
@@ -186,8 +215,38 @@ class _Builder:
             name=name,
         )
 
+    def wrapped(self, layer):
+        """The layer, or its Contractive wrapper where the plan wraps it (one wrapper
+        per layer: a shared layer's calls share it)."""
+        plan = [i for i in self.plan.get(id(layer), []) if i.kind == "contractive"]
+        if not plan:
+            return layer
+        if id(layer) in self.wrappers:
+            return self.wrappers[id(layer)]
+        insertion = plan[-1]
+        wrapper = None
+        for old in self.reusable.get(id(layer), []):
+            if isinstance(old, Contractive) and old.inserted_by == insertion.argument:
+                wrapper = old
+                new = {"strength": insertion.value, "reduction": insertion.reduction}
+                if {k: getattr(old, k) for k in new} != new:
+                    self.updates.append((old, new))
+                break
+        if wrapper is None:
+            wrapper = Contractive(
+                layer,
+                insertion.value,
+                reduction=insertion.reduction,
+                inserted_by=insertion.argument,
+                name=self._unique(f"{layer.name}_{insertion.kind}"),
+            )
+        self.wrappers[id(layer)] = wrapper
+        return wrapper
+
     def after(self, anchor, outputs):
-        insertions = self.plan.get(id(anchor), [])
+        insertions = [
+            i for i in self.plan.get(id(anchor), []) if i.kind != "contractive"
+        ]
         if not insertions:
             return outputs
         multiple = isinstance(outputs, (list, tuple))
@@ -223,9 +282,15 @@ class _Builder:
             args, kwargs = keras.tree.map_structure(
                 lambda t: wrapped.get(id(t), t), (args, kwargs)
             )
-            if inserted_by(layer) is not None:
+            if isinstance(layer, Contractive) and layer.inserted_by is not None:
+                layer = layer.layer  # unwrapped; wrapped again if the plan says so
+            elif inserted_by(layer) is not None:
                 return args[0]  # taken out; put back after its anchor
-            return self.after(layer, layer(*args, **kwargs))
+            target = self.wrapped(layer)
+            if "mask" in kwargs and not _takes_mask(target):
+                kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+            outputs = target(*args, **kwargs)
+            return self.after(unwrap(layer), outputs)
 
         def clone_function(layer):
             return self.rebuild(layer) if isinstance(layer, keras.Model) else layer
@@ -248,16 +313,30 @@ class _Builder:
             self._make(input_layer, i) for i in self.plan.get(id(input_layer), [])
         ]
         for layer in model.layers:
-            if inserted_by(layer) is not None:
+            if isinstance(layer, Contractive) and layer.inserted_by is not None:
+                layer = layer.layer
+            elif inserted_by(layer) is not None:
                 continue
-            layers.append(
-                self.rebuild(layer) if isinstance(layer, keras.Model) else layer
+            if isinstance(layer, keras.Model):
+                layers.append(self.rebuild(layer))
+            else:
+                layers.append(self.wrapped(layer))
+            anchor = unwrap(layer)
+            layers.extend(
+                self._make(anchor, i)
+                for i in self.plan.get(id(anchor), [])
+                if i.kind != "contractive"
             )
-            layers.extend(self._make(layer, i) for i in self.plan.get(id(layer), []))
         new = keras.Sequential([new_input, *layers], name=model.name)
         if model.compiled:
             new.compile_from_config(model.get_compile_config())
         return new
+
+
+def _takes_mask(layer):
+    """Whether `layer.call` has a `mask` argument (a node of a Contractive wrapper
+    records `mask=`; the layer it wrapped may not take one)."""
+    return "mask" in inspect.signature(layer.call).parameters
 
 
 def _every_layer(model):
@@ -283,11 +362,18 @@ def insert(model, requests, seed):
     for anchor, layers in existing.items():
         carried = {}
         for layer in layers:
-            if layer.inserted_by not in requested:
+            if layer.inserted_by in requested:
+                continue
+            if isinstance(layer, Contractive):
+                key = (layer.inserted_by, "contractive")
+                carried[key] = (layer.strength, layer.reduction)
+            else:
                 kind = "noise" if isinstance(layer, GaussianNoise) else "dropout"
-                carried[(layer.inserted_by, kind)] = layer._held_value
-        for (argument, kind), value in carried.items():
-            plan.setdefault(anchor, []).append(Insertion(argument, kind, value, True))
+                carried[(layer.inserted_by, kind)] = (layer._held_value, "sum")
+        for (argument, kind), (value, reduction) in carried.items():
+            plan.setdefault(anchor, []).append(
+                Insertion(argument, kind, value, True, reduction)
+            )
     for insertions in plan.values():
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))
     builder = _Builder(model, plan, seed, existing)

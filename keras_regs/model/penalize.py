@@ -64,8 +64,21 @@ def _select_weights(infos, slots_of, request, include_bias):
     return selected, unreachable
 
 
+def _returns_state(layer):
+    if isinstance(layer, keras.layers.Bidirectional):
+        layer = layer.forward_layer
+    return bool(getattr(layer, "return_state", False))
+
+
 def _sequence_slots(layer, request):
     """Where a sequence penalty goes on `layer`: each direction of a Bidirectional."""
+    if _returns_state(layer):
+        raise ValueError(
+            f"Invalid value for argument `{request.argument}`: layer '{layer.name}' "
+            "has return_state=True, and Keras applies an activity regularizer to "
+            f"every output, its 2-D states too, which {request.cls.__name__} cannot "
+            "take. Put the penalty on a layer without return_state."
+        )
     if returns_sequences(layer):
         slots = activity_slots(layer)
         return slots[1:] if len(slots) > 1 else slots
@@ -88,7 +101,11 @@ def _select_sequences(infos, request):
     if request.pattern is not None:
         layers = [i.layer for i in infos if _layer_matches(request.pattern, i)]
     else:
-        layers = [i.layer for i in infos if returns_sequences(i.layer)]
+        layers = [
+            i.layer
+            for i in infos
+            if returns_sequences(i.layer) and not _returns_state(i.layer)
+        ]
         if not layers:
             raise ValueError(
                 f"Invalid value for argument `{request.argument}`: the model has no "

@@ -86,8 +86,9 @@ def regularize_model(
     if layers:
         result, updates = insert.insert(model, layers, seed)
     penalize.apply(changes)
-    for layer, value in updates:
-        setattr(layer, layer.held, value)
+    for layer, attributes in updates:
+        for name, value in attributes.items():
+            setattr(layer, name, value)
     if result is not model and result.get_config() == model.get_config():
         result = model  # the same spec again: nothing changed
     if changes or updates:

@@ -160,11 +160,19 @@ def activity_slots(layer):
     return slots
 
 
+_CONV_RNN = (keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)
+
+
 def returns_sequences(layer):
-    """Recurrent layers (also Bidirectional) with return_sequences=True."""
+    """Recurrent layers (also Bidirectional) whose output is one (batch, time,
+    units) sequence: return_sequences=True, not ConvLSTM (4-D or 5-D)."""
     if isinstance(layer, keras.layers.Bidirectional):
         layer = layer.forward_layer
-    return isinstance(layer, keras.layers.RNN) and bool(layer.return_sequences)
+    return (
+        isinstance(layer, keras.layers.RNN)
+        and not isinstance(layer, _CONV_RNN)
+        and bool(layer.return_sequences)
+    )
 
 
 def _own_variable(owner, name):

@@ -17,6 +17,7 @@ LAYER_KEYWORDS = {
     f"{role}_{kind}": (kind, role) for role in ROLES for kind in ("noise", "dropout")
 }
 OPTIONS = ("reduction", "include_bias", "seed", "noise", "dropout")
+WRAP_KEYWORDS = ("contractive",)
 
 
 @dataclasses.dataclass
@@ -37,10 +38,11 @@ class LayerRequest:
     """Insert a noise or dropout layer after the inputs or layers selected."""
 
     argument: str  # "hidden_dropout", or "dropout" for the pattern form
-    kind: str  # "noise" or "dropout"
+    kind: str  # "noise", "dropout" or "contractive" (a wrapper, not a new layer)
     role: str | None  # "input", "hidden", "output", or None with a pattern
-    value: float
+    value: float  # the stddev, rate or strength
     pattern: str | None
+    reduction: str = "sum"  # contractive only
 
 
 def check_options(reduction, include_bias, seed):
@@ -99,7 +101,7 @@ def _unpack(argument, value, value_keys, allow_reduction):
 
 
 def _unknown_keyword(argument):
-    known = sorted({*penalty_keywords(), *LAYER_KEYWORDS, *OPTIONS})
+    known = sorted({*penalty_keywords(), *LAYER_KEYWORDS, *WRAP_KEYWORDS, *OPTIONS})
     close = difflib.get_close_matches(argument, known, n=3)
     hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
     return ValueError(
@@ -122,6 +124,20 @@ def parse(spec, reduction, noise, dropout):
             check = check_rate if kind == "dropout" else check_non_negative
             layers.append(
                 LayerRequest(argument, kind, role, check(amount, argument), pattern)
+            )
+            continue
+        if argument in WRAP_KEYWORDS:
+            keys = ("strength", "weight")
+            strength, pattern, own = _unpack(argument, value, keys, True)
+            layers.append(
+                LayerRequest(
+                    argument,
+                    argument,
+                    "hidden",
+                    check_non_negative(strength, argument),
+                    pattern,
+                    check_reduction(own or reduction, f"{argument}['reduction']"),
+                )
             )
             continue
         if argument not in registry:

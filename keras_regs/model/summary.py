@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_regs.layers._seeded import SeededLayer
+from keras_regs.layers.contractive import Contractive
 from keras_regs.model import insert, penalize
 from keras_regs.model.graph import anchor_of, check_model, walk
 from keras_regs.model.slots import ActivitySlot
@@ -91,28 +92,35 @@ def _penalty_rows(groups, state, activity_values):
     return rows
 
 
-def _layer_rows(model):
-    rows = []
-    for info in walk(model):
-        layer = info.layer
-        if isinstance(layer, SeededLayer):
-            anchor = anchor_of(layer) if layer.inserted_by is not None else None
-            rows.append(
-                {
-                    "layer": layer.name,
-                    "target": f"after {anchor.name}" if anchor is not None else "layer",
-                    "keyword": layer.inserted_by or OWN,
-                    "class": type(layer).__name__,
-                    "strength": layer._held_value,
-                    "reduction": None,
-                    "value": None,
-                }
-            )
-    return rows
-
-
 def _inserted(model):
-    return [i.layer for i in walk(model) if isinstance(i.layer, SeededLayer)]
+    """The noise and dropout layers and the Contractive wrappers of the model."""
+    infos = walk(model)
+    seeded = [i.layer for i in infos if isinstance(i.layer, SeededLayer)]
+    return seeded + [i.wrapper for i in infos if i.wrapper is not None]
+
+
+def _layer_row(layer, amount=None):
+    if isinstance(layer, Contractive):
+        where, reduction = f"wraps {layer.layer.name}", layer.reduction
+        amount = layer.strength if amount is None else amount
+    else:
+        reduction = None
+        anchor = anchor_of(layer) if layer.inserted_by is not None else None
+        where = f"after {anchor.name}" if anchor is not None else "layer"
+        amount = layer._held_value if amount is None else amount
+    return {
+        "layer": layer.name,
+        "target": where,
+        "keyword": layer.inserted_by or OWN,
+        "class": type(layer).__name__,
+        "strength": amount,
+        "reduction": reduction,
+        "value": None,
+    }
+
+
+def _layer_rows(model):
+    return [_layer_row(layer) for layer in _inserted(model)]
 
 
 def _insertion_rows(model, new_model, updates):
@@ -121,38 +129,21 @@ def _insertion_rows(model, new_model, updates):
     The rebuilt graph is built but not applied: the original model is unchanged.
     """
     before = {id(layer) for layer in _inserted(model)}
-    changed = {id(layer): value for layer, value in updates}
+    changed = {id(layer): attributes for layer, attributes in updates}
     rows = []
     for layer in _inserted(new_model):
-        if id(layer) in before and id(layer) not in changed:
-            continue
         if layer.inserted_by is None:
             continue
-        rows.append(
-            {
-                "layer": layer.name,
-                "target": f"after {anchor_of(layer).name}",
-                "keyword": layer.inserted_by,
-                "class": type(layer).__name__,
-                "strength": changed.get(id(layer), layer._held_value),
-                "reduction": None,
-                "value": None,
-            }
-        )
+        if id(layer) in before and id(layer) not in changed:
+            continue
+        attributes = changed.get(id(layer), {})
+        amount = attributes.get("strength", attributes.get(getattr(layer, "held", "")))
+        rows.append(_layer_row(layer, amount))
     kept = {id(layer) for layer in _inserted(new_model)}
     for layer in _inserted(model):
         if id(layer) not in kept:
-            rows.append(
-                {
-                    "layer": layer.name,
-                    "target": f"removed (was after {anchor_of(layer).name})",
-                    "keyword": layer.inserted_by or OWN,
-                    "class": type(layer).__name__,
-                    "strength": layer._held_value,
-                    "reduction": None,
-                    "value": None,
-                }
-            )
+            row = _layer_row(layer)
+            rows.append({**row, "target": f"removed ({row['target']})"})
     return rows
 
 
