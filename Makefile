@@ -6,9 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BACKENDS ?= tensorflow jax
+PYTEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: all venv test lint pytest demo clean
+.PHONY: all venv test lint pytest demo bench clean
 
 all: test
 
@@ -27,13 +28,25 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	@for backend in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$backend"; \
-		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q || exit 1; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) || exit 1; \
 	done
 
 test: lint pytest
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
+
+# Benchmarks (not part of `make test`): writes benchmarks/results.json and
+# docs/benchmarks.md. Several minutes on 2 CPU cores.
+BENCH_BACKENDS ?= tensorflow
+bench: $(STAMP)
+	@for backend in $(BENCH_BACKENDS); do \
+		for script in train_step layers_step attach; do \
+			echo "=== $$script, KERAS_BACKEND=$$backend"; \
+			(cd benchmarks && KERAS_BACKEND=$$backend ../$(BIN)/python $$script.py) || exit 1; \
+		done; \
+	done
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

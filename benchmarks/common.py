@@ -1,0 +1,71 @@
+"""Shared by the benchmarks: interleaved timing, medians, ratios, results.json.
+
+Every benchmark times its variants side by side in one process: after a warm-up
+(compilation excluded), each round runs every variant once, in turn, so that
+drift of the machine affects all of them alike. It reports the median of the
+rounds and ratios against the baseline variant, never bare seconds alone.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+
+
+def interleaved(variants, rounds=30, warmup=5):
+    """`variants`: {name: callable}. Returns {name: median seconds per call}."""
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def ratios(medians, baseline):
+    return {name: value / medians[baseline] for name, value in medians.items()}
+
+
+def machine():
+    return {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def record(name, result):
+    """Store one benchmark's result (with its command and machine) in results.json."""
+    data = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            data = json.load(f)
+    key = f"{name}[{keras.backend.backend()}]"
+    data[key] = {
+        "command": "cd benchmarks && "
+        + " ".join([f"KERAS_BACKEND={keras.backend.backend()}", "python", *sys.argv]),
+        "machine": machine(),
+        **result,
+    }
+    with open(RESULTS, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+
+
+def print_table(title, medians, baseline):
+    print(f"\n{title}  (median of interleaved rounds; ratio to {baseline!r})")
+    for name, ratio in ratios(medians, baseline).items():
+        print(f"  {name:<28} {medians[name] * 1e3:9.3f} ms   x{ratio:6.3f}")
