@@ -63,13 +63,6 @@ def _refuse_subclassed(model, argument):
     )
 
 
-def anchor_layers(model):
-    """Every layer an insertion may follow: the inputs, then the walked layers."""
-    return _input_layers(model) + [
-        i.layer for i in walk(model) if inserted_by(i.layer) is None
-    ]
-
-
 def select_anchors(model, requests):
     """`{id(anchor): [Insertion, ...]}`; raises if a request selects nothing."""
     if not has_graph(model):
