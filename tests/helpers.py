@@ -25,6 +25,9 @@ REGULARIZERS = {
 LAYERS = {
     "GaussianNoise": lambda: keras_regs.layers.GaussianNoise(1.5, seed=7),
     "BernoulliDropout": lambda: keras_regs.layers.BernoulliDropout(0.25, seed=8),
+    "Contractive": lambda: keras_regs.layers.Contractive(
+        keras.layers.Dense(3, activation="tanh"), 0.1, reduction="mean"
+    ),
 }
 
 

@@ -66,6 +66,9 @@ def every_class_model():
         activity_regularizer=keras_regs.HiddenL1(1e-3, reduction="mean"),
     )(x)
     x = keras_regs.layers.BernoulliDropout(0.3, name="dropout")(x)
+    x = keras_regs.layers.Contractive(
+        keras.layers.Dense(8, activation="tanh"), 0.05, name="contractive"
+    )(x)
     outputs = keras.layers.Dense(
         1,
         kernel_regularizer=keras_regs.WeightL2(1e-3),
@@ -89,7 +92,7 @@ def test_model_with_every_class_reloads_in_a_fresh_process(tmp_path):
     path = tmp_path / "every_class.keras"
     model.save(path)
     before = snapshot(model, x)
-    assert len(before["losses"]) == 7
+    assert len(before["losses"]) == 8
     after = load_in_fresh_process(path, x)
     assert_snapshots_equal(before, after)
 
