@@ -43,16 +43,6 @@ def noisy_mlp(noise, dropout):
     return keras.Model(inputs, L.Dense(10)(x))
 
 
-def compiled(models):
-    for model in models.values():
-        model.compile(
-            optimizer=keras.optimizers.SGD(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=True,
-        )
-    return models
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
@@ -61,7 +51,7 @@ def main():
     x = rng.normal(size=(128, 784)).astype("float32")
     y = rng.integers(0, 10, size=128)
 
-    models = compiled(
+    models = common.compiled(
         {k: contractive_model(k) for k in ("no penalty", "closed form", "jvp fallback")}
     )
     weights = models["no penalty"].get_weights()
@@ -83,7 +73,7 @@ def main():
         },
     )
 
-    models = compiled(
+    models = common.compiled(
         {
             "keras GaussianNoise+Dropout": noisy_mlp(L.GaussianNoise, L.Dropout),
             "keras_regs GaussianNoise+BernoulliDropout": noisy_mlp(

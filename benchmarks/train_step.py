@@ -108,12 +108,7 @@ def main():
         x = rng.normal(size=shape).astype("float32")
         y = rng.integers(0, 10, size=shape[0])
         models = variants(build)
-        for model in models.values():
-            model.compile(
-                optimizer=keras.optimizers.SGD(1e-3),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile=True,
-            )
+        common.compiled(models)
         steps = {
             k: (lambda m=m, x=x, y=y: m.train_on_batch(x, y)) for k, m in models.items()
         }
