@@ -60,6 +60,13 @@ def check_reduction(value, name="reduction"):
     return value
 
 
+def check_inserted_by(value, name="inserted_by"):
+    """None, or the regularize_model keyword that inserted or wrapped a layer."""
+    if value is not None and not isinstance(value, str):
+        _fail(TypeError, name, "None or a regularize_model keyword", value)
+    return value
+
+
 def check_seed(value, name="seed"):
     expected = "None or a non-negative integer"
     if value is None:

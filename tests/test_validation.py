@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -102,3 +103,21 @@ def test_tampered_config_is_refused_on_load():
         keras_regs.WeightL2.from_config({**config, "reduction": "median"})
     with pytest.raises(TypeError, match="unexpected keyword argument 'l3'"):
         keras_regs.WeightL2.from_config({**config, "l3": 1})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: BernoulliDropout(0.1, inserted_by=v),
+        lambda v: GaussianNoise(0.1, inserted_by=v),
+        lambda v: keras_regs.layers.Contractive(
+            keras.layers.Dense(2), 0.1, inserted_by=v
+        ),
+    ],
+)
+def test_inserted_by_must_be_a_keyword(make):
+    with pytest.raises(
+        TypeError, match=r"argument `inserted_by`.*Received: inserted_by=3"
+    ):
+        make(3)
+    assert make("hidden_dropout").inserted_by == "hidden_dropout"

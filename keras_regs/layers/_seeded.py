@@ -13,7 +13,7 @@ Two things Keras' own `Dropout` and `GaussianNoise` do not do:
 
 import keras
 
-from keras_regs._validation import check_seed
+from keras_regs._validation import check_inserted_by, check_seed
 
 
 class SeededLayer(keras.layers.Layer):
@@ -25,13 +25,7 @@ class SeededLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.supports_masking = True
         self.seed = check_seed(seed)
-        if inserted_by is not None and not isinstance(inserted_by, str):
-            raise TypeError(
-                "Invalid type for argument `inserted_by`. Expected None or the "
-                "regularize_model keyword that inserted the layer. "
-                f"Received: inserted_by={inserted_by!r}"
-            )
-        self.inserted_by = inserted_by
+        self.inserted_by = check_inserted_by(inserted_by)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self._held_value = value
         self._held_variable = self.add_weight(

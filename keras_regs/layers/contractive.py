@@ -6,7 +6,11 @@ import math
 import keras
 from keras import ops
 
-from keras_regs._validation import check_non_negative, check_reduction
+from keras_regs._validation import (
+    check_inserted_by,
+    check_non_negative,
+    check_reduction,
+)
 
 _SELU_SCALE = 1.0507009873554805
 _SELU_ALPHA = 1.6732632423543772
@@ -139,12 +143,7 @@ class Contractive(keras.layers.Wrapper):
         self.supports_masking = True
         self.strength = check_non_negative(strength, "strength")
         self.reduction = check_reduction(reduction)
-        if inserted_by is not None and not isinstance(inserted_by, str):
-            raise TypeError(
-                "Invalid type for argument `inserted_by`. Expected None or a "
-                f"keyword. Received: inserted_by={inserted_by!r}"
-            )
-        self.inserted_by = inserted_by
+        self.inserted_by = check_inserted_by(inserted_by)
 
     def build(self, input_shape=None):
         if not self.layer.built:
