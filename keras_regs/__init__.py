@@ -1,7 +1,13 @@
 """keras_regs: regularization for Keras 3, per layer or for a whole model at once."""
 
 from keras_regs import layers, regularizers
-from keras_regs.model import preview, regularize_model, strip_regularization, summary
+from keras_regs.model import (
+    RegularizationMixin,
+    preview,
+    regularize_model,
+    strip_regularization,
+    summary,
+)
 from keras_regs.regularizers import (
     HiddenL1,
     RecurrentNorm,
@@ -17,6 +23,7 @@ __all__ = [
     "HiddenL1",
     "RecurrentNorm",
     "RecurrentState",
+    "RegularizationMixin",
     "Regularizer",
     "WeightL1",
     "WeightL2",

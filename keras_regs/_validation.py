@@ -9,6 +9,7 @@ type that is out of range. Each check returns the value as a plain Python scalar
 which is what constructors store and what `get_config` returns.
 """
 
+import inspect
 import math
 import numbers
 
@@ -77,3 +78,21 @@ def check_seed(value, name="seed"):
     if value < 0:
         _fail(ValueError, name, expected, value)
     return value
+
+
+def check_config_keys(cls, config):
+    """Refuse a config key that `cls`'s constructor does not take, naming it and
+    its value (Python's own error names the key but not the value, and only
+    after Keras has wrapped it in a generic deserialization message)."""
+    if not isinstance(config, dict):
+        _fail(TypeError, "config", f"a dict of {cls.__name__}'s arguments", config)
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = sorted(name for name in parameters if name != "self")
+    for key, value in config.items():
+        if key not in known:
+            raise TypeError(
+                f"Unknown key in the config of {cls.__name__}: {key!r}. Expected "
+                f"keys among {known}. Received: {key}={value!r}"
+            )

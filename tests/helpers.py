@@ -82,81 +82,134 @@ def _seeded_layers(model):
             yield layer
 
 
-def snapshot(model, x):
-    """Everything a round trip must keep, as plain Python/NumPy values."""
-    predictions = to_numpy(model(x, training=False))
+def seed_states(model):
+    """The random state of keras_regs' noise and dropout layers (Keras saves
+    none of its own layers' seed states, so an LSTM cell's is not included)."""
+    return [to_numpy(layer.seed_generator.state) for layer in _seeded_layers(model)]
+
+
+def snapshot(model, x, seeds=True):
+    """Everything a round trip must keep, as plain Python/NumPy values: the
+    config, the weights (and with `seeds`, the noise and dropout layers' random
+    state), `model.losses` after an inference call on `x`, and the predictions."""
+    predictions = keras.tree.map_structure(to_numpy, model(x, training=False))
     return {
         "config": json.loads(model.to_json()),
-        # weights, and the random state of keras_regs' layers (Keras saves none
-        # of its own layers' seed states, so an LSTM cell's is not compared)
         "variables": [to_numpy(v) for v in model.weights]
-        + [to_numpy(layer.seed_generator.state) for layer in _seeded_layers(model)],
+        + (seed_states(model) if seeds else []),
         "losses": [float(to_numpy(loss)) for loss in model.losses],
         "predictions": predictions,
     }
 
 
-def assert_snapshots_equal(a, b):
-    assert a["config"] == b["config"]
+def assert_snapshots_equal(a, b, config=True):
+    """Bit-identical weights, losses and predictions; with `config`, equal
+    model configs (else equal but for the model's name and compile settings:
+    a clone has a new name, a freshly built model is not compiled)."""
+    if config:
+        assert a["config"] == b["config"]
+    else:
+        inner_a, inner_b = dict(a["config"]["config"]), dict(b["config"]["config"])
+        inner_a.pop("name"), inner_b.pop("name")
+        assert inner_a == inner_b
     assert len(a["variables"]) == len(b["variables"])
     for va, vb in zip(a["variables"], b["variables"], strict=True):
         np.testing.assert_array_equal(va, vb)
     assert a["losses"] == b["losses"]
-    np.testing.assert_array_equal(a["predictions"], b["predictions"])
+    keras.tree.map_structure(
+        np.testing.assert_array_equal, a["predictions"], b["predictions"]
+    )
+
+
+def save_inputs(path, x):
+    """`x` (an array or a list of arrays) as an .npz file, without pickle."""
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    np.savez(path, *arrays, is_list=isinstance(x, (list, tuple)))
+
+
+def load_inputs(path):
+    data = np.load(path)
+    arrays = [data[f"arr_{i}"] for i in range(len(data.files) - 1)]
+    return arrays if bool(data["is_list"]) else arrays[0]
 
 
 _LOADER = textwrap.dedent(
     """
     import json, sys
-    sys.path.insert(0, "{tests_dir}")
+    sys.path.insert(0, {tests_dir!r})
     import numpy as np
     {imports}
     import keras
-    from helpers import snapshot
-    model = keras.saving.load_model("{path}", safe_mode=True)
-    x = np.load("{x_path}")
-    snap = snapshot(model, x)
-    np.savez("{out}", *snap["variables"], predictions=snap["predictions"])
-    with open("{out}.json", "w") as f:
-        json.dump({{"config": snap["config"], "losses": snap["losses"]}}, f)
+    from helpers import load_inputs, snapshot
+    for path, x_path, out in json.loads(sys.argv[1]):
+        model = keras.saving.load_model(path, safe_mode=True)
+        snap = snapshot(model, load_inputs(x_path))
+        predictions = snap["predictions"]
+        if not isinstance(predictions, list):
+            predictions = [predictions]
+        np.savez(out, *snap["variables"])
+        np.savez(out + "_predictions.npz", *predictions)
+        with open(out + ".json", "w") as f:
+            json.dump(
+                {{
+                    "config": snap["config"],
+                    "losses": snap["losses"],
+                    "list": isinstance(snap["predictions"], list),
+                }},
+                f,
+            )
     """
 )
 
 
-def load_in_fresh_process(path, x, imports=("import keras_regs",)):
-    """Load the `.keras` file at `path` in a new Python and snapshot it on `x`.
+def run_python(script, *args):
+    """Run `script` in a new Python with `args`; fail with its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def load_all_in_fresh_process(items, imports=("import keras_regs",)):
+    """Load each `(path, x)` `.keras` file in one new Python; snapshot each on x.
 
     The new process imports only what `imports` lists (by default keras_regs,
     no `custom_objects`) and loads with `safe_mode=True`.
     """
-    base = os.path.splitext(str(path))[0]
-    x_path, out = base + "_x.npy", base + "_snapshot.npz"
-    np.save(x_path, x)
-    script = _LOADER.format(
-        imports="\n".join(imports),
-        tests_dir=TESTS_DIR,
-        path=path,
-        x_path=x_path,
-        out=out,
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    arrays = np.load(out)
-    with open(out + ".json") as f:
-        meta = json.load(f)
-    n = len(arrays.files) - 1
-    return {
-        "config": meta["config"],
-        "losses": meta["losses"],
-        "variables": [arrays[f"arr_{i}"] for i in range(n)],
-        "predictions": arrays["predictions"],
-    }
+    jobs = []
+    for path, x in items:
+        base = os.path.splitext(str(path))[0]
+        x_path, out = base + "_x.npz", base + "_snapshot"
+        save_inputs(x_path, x)
+        jobs.append((str(path), x_path, out))
+    script = _LOADER.format(imports="\n".join(imports), tests_dir=TESTS_DIR)
+    run_python(script, json.dumps(jobs))
+    snapshots = []
+    for _, _, out in jobs:
+        arrays = np.load(out + ".npz")
+        predictions = np.load(out + "_predictions.npz")
+        with open(out + ".json") as f:
+            meta = json.load(f)
+        predictions = [predictions[f"arr_{i}"] for i in range(len(predictions.files))]
+        snapshots.append(
+            {
+                "config": meta["config"],
+                "losses": meta["losses"],
+                "variables": [arrays[f"arr_{i}"] for i in range(len(arrays.files))],
+                "predictions": predictions if meta["list"] else predictions[0],
+            }
+        )
+    return snapshots
+
+
+def load_in_fresh_process(path, x, imports=("import keras_regs",)):
+    """`load_all_in_fresh_process` for one file."""
+    return load_all_in_fresh_process([(path, x)], imports)[0]
 
 
 def layer_configs(model):

@@ -309,9 +309,10 @@ def test_subclassed_models_get_penalties_and_a_clear_refusal_for_insertion():
 
     model = Net()
     model(X)
-    keras_regs.regularize_model(
-        model, weight_l2=0.1, hidden_l1={"strength": 0.1, "pattern": "hidden"}
-    )
+    with pytest.warns(UserWarning, match=r"subclassed model \(Net\).*weight_l2"):
+        keras_regs.regularize_model(
+            model, weight_l2=0.1, hidden_l1={"strength": 0.1, "pattern": "hidden"}
+        )
     kernel = to_numpy(model.hidden.kernel)
     out_kernel = to_numpy(model.out.kernel)
     h = np.tanh(X @ kernel + to_numpy(model.hidden.bias))

@@ -1,6 +1,13 @@
 """The model-level helper: one regularization spec for a whole model."""
 
+from keras_regs.model.mixin import RegularizationMixin
 from keras_regs.model.regularize import regularize_model, strip_regularization
 from keras_regs.model.summary import preview, summary
 
-__all__ = ["preview", "regularize_model", "strip_regularization", "summary"]
+__all__ = [
+    "RegularizationMixin",
+    "preview",
+    "regularize_model",
+    "strip_regularization",
+    "summary",
+]

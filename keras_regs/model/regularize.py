@@ -1,7 +1,9 @@
 """regularize_model and strip_regularization: one spec for a whole model."""
 
-from keras_regs.model import insert, penalize
-from keras_regs.model.graph import check_model
+import warnings
+
+from keras_regs.model import insert, mixin, penalize
+from keras_regs.model.graph import check_model, has_graph
 from keras_regs.model.spec import read_spec
 
 
@@ -95,7 +97,26 @@ def regularize_model(
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)
     penalize.warn(notes)
+    if mixin.records_spec(model):
+        mixin.record(model, penalties, include_bias)
+    elif changes and not has_graph(model):
+        _warn_not_saved(model, penalties)
     return result
+
+
+def _warn_not_saved(model, penalties):
+    keywords = ", ".join(request.argument for request in penalties)
+    warnings.warn(
+        f"{model.name!r} is a subclassed model ({type(model).__name__}): its "
+        "config holds only its constructor arguments, so a copy loaded from a "
+        "save or rebuilt from its config gets its weights but not the penalties "
+        f"attached here ({keywords}). To keep them, put "
+        "keras_regs.RegularizationMixin first in its bases: "
+        f"`class {type(model).__name__}(keras_regs.RegularizationMixin, "
+        "keras.Model)`.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def strip_regularization(model):
@@ -114,6 +135,8 @@ def strip_regularization(model):
     result = insert.strip(model)
     changes = penalize.strip_changes(result)
     penalize.apply(changes)
+    if mixin.records_spec(result):
+        mixin.forget(result)
     if changes:
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)

@@ -6,7 +6,11 @@ import re
 import keras
 from keras import ops
 
-from keras_regs._validation import check_non_negative, check_reduction
+from keras_regs._validation import (
+    check_config_keys,
+    check_non_negative,
+    check_reduction,
+)
 
 TARGETS = ("weights", "activity")
 
@@ -186,6 +190,11 @@ class Regularizer(keras.regularizers.Regularizer):
 
     def get_config(self):
         return {"strength": self.strength, "reduction": self.reduction}
+
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_regs._validation import check_config_keys
+
 
 @keras.saving.register_keras_serializable(package="keras_regs")
 class Penalties(keras.regularizers.Regularizer):
@@ -58,6 +60,11 @@ class Penalties(keras.regularizers.Regularizer):
             else keras.regularizers.serialize(self.base),
         }
 
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
+
     def __repr__(self):
         parts = [
             f"{keyword}={penalty!r}" for keyword, penalty in self.penalties.items()
@@ -68,13 +75,19 @@ class Penalties(keras.regularizers.Regularizer):
 
 
 def _regularizer(value, name):
-    """A regularizer object from an instance or a serialized config."""
+    """A regularizer object from an instance or a serialized config.
+
+    A config that names a function, a lambda or an unknown class is refused:
+    Keras' `deserialize` hands back the function (or the bare class name), which
+    is not a `Regularizer` instance.
+    """
+    received = value
     if isinstance(value, dict):
         value = keras.regularizers.deserialize(value)
     if not isinstance(value, keras.regularizers.Regularizer):
         raise TypeError(
             f"Invalid type for argument `{name}`. Expected a "
             "keras.regularizers.Regularizer or its config. "
-            f"Received: {name}={value!r} (of type {type(value).__name__})"
+            f"Received: {name}={received!r} (of type {type(received).__name__})"
         )
     return value

@@ -1,0 +1,141 @@
+"""RegularizationMixin: subclassed models that keep regularize_model's penalties.
+
+A Functional or Sequential model's config lists its layers, each with its
+regularizers, so the penalties `regularize_model` attaches are saved with it. A
+subclassed model's config holds only its constructor arguments: loading calls
+the constructor, which creates the layers anew, without the penalties. The mixin
+adds the `regularize_model` calls to the config and replays them once the loaded
+model is built.
+"""
+
+import keras
+
+from keras_regs.model.graph import has_graph
+from keras_regs.model.spec import read_spec
+
+CONFIG_KEY = "keras_regs"
+_SPECS = "_keras_regs_specs"  # the calls made on this model, in order
+_PENDING = "_keras_regs_pending"  # the calls still to replay after loading
+
+
+class RegularizationMixin:
+    """Keep `regularize_model`'s penalties in a subclassed model's config.
+
+    Put it before `keras.Model` in the bases of a subclassed model. Every
+    `keras_regs.regularize_model` call on the model is then written into its
+    config (under the key `"keras_regs"`), and replayed when the model is rebuilt
+    from that config: by `keras.saving.load_model` as soon as Keras builds the
+    loaded model (before the weights are read), and by `from_config` or
+    `keras.models.clone_model` at the model's first call. `strip_regularization`
+    clears the record. The calls are stored in canonical form (each keyword as
+    `{"strength", "pattern", "reduction"}`), so the file holds plain JSON.
+
+    Without the mixin, `regularize_model` on a subclassed model warns that its
+    penalties will not survive a save.
+
+    Example:
+
+    ```python
+    @keras.saving.register_keras_serializable(package="my_project")
+    class Net(keras_regs.RegularizationMixin, keras.Model):
+        def __init__(self, units=32, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+            self.hidden = keras.layers.Dense(units, activation="relu")
+            self.out = keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+    model = Net()
+    model(x)  # build it
+    keras_regs.regularize_model(model, weight_l2=1e-4)
+    model.save("net.keras")
+    keras.saving.load_model("net.keras").losses  # the same penalties
+    ```
+    """
+
+    def get_config(self):
+        config = super().get_config()
+        specs = getattr(self, _SPECS, None)
+        if specs:
+            config[CONFIG_KEY] = [dict(spec) for spec in specs]
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        specs = check_specs(config.pop(CONFIG_KEY, []))
+        model = super().from_config(config, custom_objects=custom_objects)
+        setattr(model, _PENDING, specs)
+        return model
+
+    def build_from_config(self, config):
+        super().build_from_config(config)
+        # Keras builds a subclassed model here by tracing `call`, which builds
+        # its layers, and marks the model built only after this returns.
+        if not self.built and self.layers and all(x.built for x in self.layers):
+            self.built = True
+        self._replay_regularization()
+
+    def __call__(self, *args, **kwargs):
+        if getattr(self, _PENDING, None) and not self.built and args:
+            shapes = keras.tree.map_structure(lambda x: tuple(x.shape), args[0])
+            keras.Model.build_from_config(self, {"input_shape": shapes})
+        self._replay_regularization()
+        return super().__call__(*args, **kwargs)
+
+    def _replay_regularization(self):
+        from keras_regs.model.regularize import regularize_model
+
+        specs = getattr(self, _PENDING, None)
+        if not specs or not self.built:
+            return
+        setattr(self, _PENDING, None)
+        for spec in specs:
+            regularize_model(self, **spec)
+
+
+def records_spec(model):
+    """Whether `regularize_model` writes its calls into `model`'s config."""
+    return isinstance(model, RegularizationMixin) and not has_graph(model)
+
+
+def canonical_spec(penalties, include_bias):
+    """One `regularize_model` call as plain JSON: penalty requests only (a
+    subclassed model has no graph to insert layers into)."""
+    spec = {"include_bias": include_bias}
+    for request in penalties:
+        value = {"strength": request.strength, "reduction": request.reduction}
+        if request.pattern is not None:
+            value["pattern"] = request.pattern
+        spec[request.argument] = value
+    return spec
+
+
+def record(model, penalties, include_bias):
+    specs = list(getattr(model, _SPECS, None) or [])
+    spec = canonical_spec(penalties, include_bias)
+    if not specs or specs[-1] != spec:
+        specs.append(spec)
+    setattr(model, _SPECS, specs)
+
+
+def forget(model):
+    setattr(model, _SPECS, [])
+    setattr(model, _PENDING, None)
+
+
+def check_specs(specs):
+    """The recorded calls of a config, validated before anything is built."""
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise TypeError(
+            f"Invalid type for config key `{CONFIG_KEY}`. Expected a list of "
+            f"regularize_model keyword dicts. Received: {CONFIG_KEY}={specs!r}"
+        )
+    for spec in specs:
+        read_spec(**spec)
+    return specs
