@@ -82,12 +82,16 @@ def _regularizer(value, name):
     is not a `Regularizer` instance.
     """
     received = value
+    problem = None
     if isinstance(value, dict):
-        value = keras.regularizers.deserialize(value)
+        try:
+            value = keras.regularizers.deserialize(value)
+        except KeyError as error:  # a malformed config: Keras looks up a key
+            value, problem = None, error
     if not isinstance(value, keras.regularizers.Regularizer):
         raise TypeError(
             f"Invalid type for argument `{name}`. Expected a "
             "keras.regularizers.Regularizer or its config. "
             f"Received: {name}={received!r} (of type {type(received).__name__})"
-        )
+        ) from problem
     return value
