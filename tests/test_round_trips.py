@@ -15,7 +15,7 @@ Paths, and what each must keep bit-identical:
   paths copy `get_weights()`, which holds no random state: the copies draw from
   their seed's start, as Keras' own layers do);
 - `model.export()` served by `tf.saved_model.load` (TensorFlow): inference
-  predictions with noise and dropout off.
+  predictions bit-identical to `model.predict`, noise and dropout off.
 """
 
 import json
@@ -139,16 +139,20 @@ def test_exported_saved_model_serves_inference_without_noise(name, tmp_path):
     model, x = trained(name)
     model.export(str(tmp_path / "exported"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "exported"))
-    expected = keras.tree.map_structure(to_numpy, model(x, training=False))
+    eager = keras.tree.map_structure(to_numpy, model(x, training=False))
     noisy = keras.tree.map_structure(to_numpy, model(x, training=True))
     first = keras.tree.map_structure(np.asarray, served.serve(x))
     second = keras.tree.map_structure(np.asarray, served.serve(x))
     keras.tree.map_structure(np.testing.assert_array_equal, first, second)
-    # The SavedModel is a new trace of the same graph: equal to float32 rounding.
+    # Bit-identical to Keras' compiled inference on the same batch ...
+    batch = len(keras.tree.flatten(x)[0])
+    predicted = model.predict(x, batch_size=batch, verbose=0)
+    keras.tree.map_structure(np.testing.assert_array_equal, first, predicted)
+    # ... which equals an eager call to float32 rounding (another trace).
     keras.tree.map_structure(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
         first,
-        expected,
+        eager,
     )
     # ... and far from a training-mode pass, where noise and dropout are on.
     differences = keras.tree.map_structure(
