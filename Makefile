@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-BACKENDS ?= tensorflow jax
+BACKENDS ?= tensorflow jax torch
+# PyTorch's CPU build (this workplace has its file on disk; elsewhere pip fetches
+# it). If it cannot be installed, the torch backend is skipped with a message.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_STAMP := $(VENV)/.torch
 PYTEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -19,14 +23,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,demo]"
 	touch $@
 
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" \
+		|| echo "*** $(TORCH_SPEC) could not be installed: the torch backend is skipped"
+	touch $@
+
 venv: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(TORCH_STAMP)
 	@for backend in $(BACKENDS); do \
+		if [ "$$backend" = torch ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+			echo "=== skipped: KERAS_BACKEND=torch (PyTorch is not installed)"; continue; \
+		fi; \
 		echo "=== pytest, KERAS_BACKEND=$$backend"; \
 		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) || exit 1; \
 	done

@@ -4,6 +4,7 @@ from keras_regs import layers, regularizers
 from keras_regs.model import (
     RegularizationMixin,
     preview,
+    regularization_loss,
     regularize_model,
     strip_regularization,
     summary,
@@ -29,6 +30,7 @@ __all__ = [
     "WeightL2",
     "layers",
     "preview",
+    "regularization_loss",
     "regularize_model",
     "regularizers",
     "strip_regularization",

@@ -6,6 +6,7 @@ import pytest
 
 import keras_regs
 from helpers import to_numpy
+from zoo import every_class
 
 POLICIES = ["mixed_float16", "mixed_bfloat16"]
 
@@ -44,7 +45,7 @@ def fit_loss(model, x, y, learning_rate=0.0, epochs=1):
 
 
 def penalties(model, x):
-    model(x)  # refresh the activity penalty eagerly
+    model(x, training=False)  # refresh the activity penalties eagerly
     values = [to_numpy(loss) for loss in model.losses]
     assert all(v.dtype == np.float32 for v in values)
     return np.array([float(v) for v in values])
@@ -107,3 +108,36 @@ def test_keras_builtin_l1_activity_fails_here_on_tensorflow():
     model = build(act=keras.regularizers.L1(1e-2))
     with pytest.raises(TypeError, match="float16"):
         fit_loss(model, x, y)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_penalty_and_layer_trains_and_matches_float32(policy):
+    """The model with every keras_regs class (tests/zoo.py): each penalty,
+    computed on the same weights under the policy, within 1e-3 of float32, and
+    `fit` trains it (every noise, dropout and Contractive layer included)."""
+    x, y = data(64)
+    x = x[:, :6]
+    y = np.concatenate([y, -y], axis=1)
+    keras.utils.set_random_seed(0)
+    reference = every_class()
+    weights = reference.get_weights()
+    reference_penalties = penalties(reference, x)
+
+    keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(0)
+    model = every_class()
+    model.set_weights(weights)
+    assert model.get_layer("dense_0_contractive").compute_dtype == policy[6:]
+    assert len(reference_penalties) == 10
+    values = penalties(model, x)
+    # The weight penalties see the same float32 weights: equal.
+    np.testing.assert_array_equal(values[5:], reference_penalties[5:])
+    # The activity and Contractive terms see the half-precision forward pass:
+    # their total within 1e-3, each term within 1e-3 under float16; bfloat16's
+    # 8-bit mantissa moves single activations by up to 2^-9, and one term here
+    # by 1.1e-3, so each term within 2e-3 there.
+    np.testing.assert_allclose(values.sum(), reference_penalties.sum(), rtol=1e-3)
+    each = 1e-3 if policy == "mixed_float16" else 2e-3
+    np.testing.assert_allclose(values, reference_penalties, rtol=each)
+    losses = fit_loss(model, x, y, learning_rate=0.05, epochs=4)
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -96,8 +96,9 @@ def test_sum_reduction_equals_keras_builtin_inside_fit(argument, ours, builtin):
     _, builtin_loss = fit_history({argument: builtin(strength)})
     _, plain_loss = fit_history({})
     np.testing.assert_allclose(ours_loss, builtin_loss, rtol=1e-5)
-    # The penalty is really there: the loss differs from the unregularized one.
-    assert abs(ours_loss[0] - plain_loss[0]) > 1e-3
+    # The penalty is really there: the loss differs from the unregularized one
+    # (by 4e-4 for the smallest, the L2 of the biases, on PyTorch's draws).
+    assert abs(ours_loss[0] - plain_loss[0]) > 1e-4
 
 
 def test_fit_loss_equals_numpy_data_loss_plus_penalties():

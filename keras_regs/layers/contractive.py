@@ -6,6 +6,7 @@ import math
 import keras
 from keras import ops
 
+from keras_regs import _backend
 from keras_regs._validation import (
     check_inserted_by,
     check_non_negative,
@@ -202,7 +203,7 @@ class Contractive(keras.layers.Wrapper):
         return outputs, ops.sum(ops.reshape(per_element, (ops.shape(z)[0], -1)), axis=1)
 
     def _through_jvp(self, inputs, training, mask=None):
-        if not hasattr(ops, "jvp"):
+        if not _backend.has_jvp():
             raise NotImplementedError(
                 f"Contractive({type(self.layer).__name__}) needs keras.ops.jvp, which "
                 f"this Keras has not for the {keras.backend.backend()} backend. "

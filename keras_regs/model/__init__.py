@@ -1,5 +1,6 @@
 """The model-level helper: one regularization spec for a whole model."""
 
+from keras_regs.model.loss import regularization_loss
 from keras_regs.model.mixin import RegularizationMixin
 from keras_regs.model.regularize import regularize_model, strip_regularization
 from keras_regs.model.summary import preview, summary
@@ -7,6 +8,7 @@ from keras_regs.model.summary import preview, summary
 __all__ = [
     "RegularizationMixin",
     "preview",
+    "regularization_loss",
     "regularize_model",
     "strip_regularization",
     "summary",
