@@ -97,11 +97,34 @@ def regularize_model(
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)
     penalize.warn(notes)
+    _warn_double_decay(model, penalties)
     if mixin.records_spec(model):
         mixin.record(model, penalties, include_bias)
     elif changes and not has_graph(model):
         _warn_not_saved(model, penalties)
     return result
+
+
+def _warn_double_decay(model, penalties):
+    """weight_l2 on a model whose optimizer already applies weight decay."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+    decay = getattr(optimizer, "weight_decay", None)
+    if not decay or not any(r.keyword == "weight_l2" for r in penalties):
+        return
+    name = type(optimizer).__name__
+    warnings.warn(
+        f"regularize_model(weight_l2=...) on a model compiled with {name}"
+        f"(weight_decay={decay}): the optimizer already shrinks every weight by "
+        f"learning_rate * {decay} * w each step (decoupled weight decay), and "
+        "weight_l2 adds an L2 penalty to the loss on top of it. With SGD the two "
+        "are the same thing (weight_l2=s equals weight_decay=2*s), so the weights "
+        "decay twice; with Adam-type optimizers they differ (the penalty's "
+        "gradient is rescaled by the adaptive step, the decay is not). Keep one: "
+        "see docs/weight-decay.md.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _warn_not_saved(model, penalties):
