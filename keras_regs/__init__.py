@@ -3,6 +3,7 @@
 from keras_regs import layers, regularizers
 from keras_regs.model import (
     RegularizationMixin,
+    log_penalties,
     preview,
     regularization_loss,
     regularize_model,
@@ -29,6 +30,7 @@ __all__ = [
     "WeightL1",
     "WeightL2",
     "layers",
+    "log_penalties",
     "preview",
     "regularization_loss",
     "regularize_model",

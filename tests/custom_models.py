@@ -47,3 +47,27 @@ class PlainNet(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="keras_regs_tests")
+class NetWithFromConfig(keras_regs.RegularizationMixin, keras.Model):
+    """A model with its own from_config (as Keras advises for nested objects)."""
+
+    def __init__(self, activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+        self.hidden = _dense(6, "hidden", 0, activation=self.activation)
+        self.out = _dense(2, "out", 1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def get_config(self):
+        activation = keras.activations.serialize(self.activation)
+        return {**super().get_config(), "activation": activation}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["activation"] = keras.activations.deserialize(config["activation"])
+        return cls(**config)

@@ -67,7 +67,9 @@ def test_a_trained_model_picks_the_penalty_up_without_recompiling():
     penalty = sum(np.sum(k.astype("float64") ** 2) for k in kernels(model))
     np.testing.assert_allclose(with_penalty - plain, penalty, rtol=1e-5)
     np.testing.assert_allclose(
-        model.evaluate(X, Y, verbose=0) - plain, penalty, rtol=1e-5
+        model.evaluate(X, Y, verbose=0, return_dict=True)["loss"] - plain,
+        penalty,
+        rtol=1e-5,
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_regs
-from custom_models import Net, PlainNet
+from custom_models import Net, NetWithFromConfig, PlainNet
 from helpers import (
     assert_snapshots_equal,
     load_all_in_fresh_process,
@@ -70,8 +70,9 @@ def test_loaded_model_trains_with_the_penalties(tmp_path):
     assert repr(loaded.hidden.kernel_regularizer) == repr(
         model.hidden.kernel_regularizer
     )
-    evaluated = loaded.evaluate(X, Y, verbose=0)
-    assert evaluated == model.evaluate(X, Y, verbose=0)
+    evaluated = loaded.evaluate(X, Y, verbose=0, return_dict=True)
+    assert evaluated == model.evaluate(X, Y, verbose=0, return_dict=True)
+    evaluated = evaluated["loss"]
     data_loss = float(np.mean((to_numpy(loaded(X)) - Y) ** 2))
     np.testing.assert_allclose(
         evaluated - data_loss, expected_penalties(loaded, X), rtol=1e-4
@@ -142,3 +143,42 @@ def test_plain_subclassed_model_warns_what_is_lost():
         model = Net()
         model(X)
         keras_regs.regularize_model(model, **SPEC)
+
+
+def test_a_class_with_its_own_from_config_keeps_the_record(tmp_path):
+    keras.backend.clear_session()
+    model = NetWithFromConfig()
+    model(X)
+    keras_regs.regularize_model(model, weight_l2=0.1)
+    model.save(tmp_path / "own.keras")
+    loaded = keras.saving.load_model(tmp_path / "own.keras")
+    assert_snapshots_equal(snapshot(model, X), snapshot(loaded, X))
+    assert len(loaded.losses) == 2
+
+
+def test_fit_right_after_from_config_trains_with_the_penalties():
+    """TensorFlow builds such a model only inside the first traced step: the
+    penalties are attached there, and the train function being traced kept."""
+    model = regularized()
+    copy = Net.from_config(model.get_config())
+    copy.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    copy.fit(X, Y, epochs=1, batch_size=16, verbose=0)  # builds, attaches
+    copy.set_weights(model.get_weights())
+    history = copy.fit(X, Y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+    data = float(np.mean((to_numpy(copy(X)) - Y) ** 2))
+    for loss in history.history["loss"]:
+        np.testing.assert_allclose(loss, data + expected_penalties(copy, X), rtol=1e-4)
+
+
+def test_penalties_inside_a_nested_subclassed_model_warn():
+    keras.backend.clear_session()
+    inner = PlainNet(name="inner")
+    x_in = keras.Input((5,))
+    outer = keras.Model(x_in, keras.layers.Dense(1, name="head")(inner(x_in)))
+    with pytest.warns(UserWarning, match=r"subclassed model\(s\) 'inner', nested"):
+        keras_regs.regularize_model(outer, weight_l2=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_regs.regularize_model(
+            outer, weight_l2={"strength": 0.1, "pattern": "head"}
+        )

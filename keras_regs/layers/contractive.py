@@ -6,7 +6,7 @@ import math
 import keras
 from keras import ops
 
-from keras_regs import _backend
+from keras_regs import _backend, _terms
 from keras_regs._validation import (
     check_inserted_by,
     check_non_negative,
@@ -177,7 +177,9 @@ class Contractive(keras.layers.Wrapper):
         else:
             outputs = self.layer(inputs, **self._call_kwargs(training, mask))
             squared = self._through_jvp(inputs, training, mask)
-        self.add_loss(self._reduce(squared, inputs, outputs))
+        penalty = self._reduce(squared, inputs, outputs)
+        _terms.record("contractive", penalty, inputs, "layer", self)
+        self.add_loss(penalty)
         return outputs
 
     def compute_mask(self, inputs, mask=None):

@@ -1,11 +1,13 @@
 """The model-level helper: one regularization spec for a whole model."""
 
+from keras_regs.model.logs import log_penalties
 from keras_regs.model.loss import regularization_loss
 from keras_regs.model.mixin import RegularizationMixin
 from keras_regs.model.regularize import regularize_model, strip_regularization
 from keras_regs.model.summary import preview, summary
 
 __all__ = [
+    "log_penalties",
     "RegularizationMixin",
     "preview",
     "regularization_loss",

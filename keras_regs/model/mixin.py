@@ -16,6 +16,7 @@ from keras_regs.model.spec import read_spec
 CONFIG_KEY = "keras_regs"
 _SPECS = "_keras_regs_specs"  # the calls made on this model, in order
 _PENDING = "_keras_regs_pending"  # the calls still to replay after loading
+_FUNCTIONS = ("train_function", "test_function", "predict_function")
 
 
 class RegularizationMixin:
@@ -65,13 +66,13 @@ class RegularizationMixin:
             config[CONFIG_KEY] = [dict(spec) for spec in specs]
         return config
 
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        specs = check_specs(config.pop(CONFIG_KEY, []))
-        model = super().from_config(config, custom_objects=custom_objects)
-        setattr(model, _PENDING, specs)
-        return model
+    def __init__(self, *args, **kwargs):
+        # The record arrives with the rest of the config, through the
+        # constructor's **kwargs: whatever `from_config` the class uses (its own,
+        # or Keras' `cls(**config)`) passes it on.
+        specs = check_specs(kwargs.pop(CONFIG_KEY, []))
+        super().__init__(*args, **kwargs)
+        setattr(self, _PENDING, specs or None)
 
     def build_from_config(self, config):
         super().build_from_config(config)
@@ -83,10 +84,17 @@ class RegularizationMixin:
 
     def __call__(self, *args, **kwargs):
         if getattr(self, _PENDING, None) and not self.built and args:
+            # Build first (as loading does), so that the penalties are attached
+            # before this call computes its losses, and before `fit` traces.
             shapes = keras.tree.map_structure(lambda x: tuple(x.shape), args[0])
-            keras.Model.build_from_config(self, {"input_shape": shapes})
+            self.build_from_config({"input_shape": shapes})
         self._replay_regularization()
-        return super().__call__(*args, **kwargs)
+        outputs = super().__call__(*args, **kwargs)
+        # Where Keras could not build the model ahead (several positional
+        # inputs, a call inside `fit`'s symbolic build), this first call built
+        # it: attach now, before `fit` traces its train step.
+        self._replay_regularization()
+        return outputs
 
     def _replay_regularization(self):
         from keras_regs.model.regularize import regularize_model
@@ -94,9 +102,21 @@ class RegularizationMixin:
         specs = getattr(self, _PENDING, None)
         if not specs or not self.built:
             return
+        recorded = list(getattr(self, _SPECS, None) or [])
+        # TensorFlow may build a subclassed model only in the first traced
+        # train step: the penalties are attached before the layers run in this
+        # trace, so the function being traced includes them and must be kept.
+        functions = {name: getattr(self, name, None) for name in _FUNCTIONS}
+        try:
+            for spec in specs:
+                regularize_model(self, **spec)
+        except Exception:
+            setattr(self, _SPECS, recorded)  # keep the record to retry
+            raise
+        finally:
+            for name, function in functions.items():
+                setattr(self, name, function)
         setattr(self, _PENDING, None)
-        for spec in specs:
-            regularize_model(self, **spec)
 
 
 def records_spec(model):

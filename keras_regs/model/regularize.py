@@ -2,8 +2,11 @@
 
 import warnings
 
+import keras
+
 from keras_regs.model import insert, mixin, penalize
 from keras_regs.model.graph import check_model, has_graph
+from keras_regs.model.logs import log_penalties
 from keras_regs.model.spec import read_spec
 
 
@@ -51,7 +54,10 @@ def regularize_model(
     (`"dense_[12]"`, `"*/recurrent_kernel"`); nested models are walked and a shared
     layer counts once. A second call replaces what an earlier call attached for the
     same keyword; nothing is stacked twice. A regularizer the layer had before is
-    kept beside (`keras_regs.regularizers.Penalties.base`).
+    kept beside (`keras_regs.regularizers.Penalties.base`). `fit` and `evaluate`
+    then log `data_loss` and each keyword's term beside `loss`
+    (`keras_regs.log_penalties`; `evaluate` returns a list, or a dict with
+    `return_dict=True`).
 
     Args:
         model: a built `keras.Model` (Sequential, Functional or subclassed).
@@ -96,13 +102,47 @@ def regularize_model(
     if changes or updates:
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)
+        log_penalties(result)
     penalize.warn(notes)
     _warn_double_decay(model, penalties)
     if mixin.records_spec(model):
         mixin.record(model, penalties, include_bias)
     elif changes and not has_graph(model):
         _warn_not_saved(model, penalties)
+    elif changes:
+        _warn_nested_not_saved(model, changes)
     return result
+
+
+def _warn_nested_not_saved(model, changes):
+    """Penalties put inside a subclassed model nested in a Functional or
+    Sequential one: the nested model's config does not list its layers."""
+    changed = {  # slots that now hold a penalty (not those merely cleared)
+        id(slot.layer)
+        for slots, new in changes
+        if getattr(new, "penalties", None)
+        for slot in slots
+    }
+    lost = [
+        inner.name
+        for inner in model._flatten_layers(include_self=False)
+        if isinstance(inner, keras.Model)
+        and not has_graph(inner)
+        and any(
+            id(layer) in changed for layer in inner._flatten_layers(include_self=False)
+        )
+    ]
+    if lost:
+        warnings.warn(
+            f"Penalties were attached to layers inside the subclassed model(s) "
+            f"{', '.join(repr(n) for n in lost)}, nested in {model.name!r}. A "
+            "subclassed model's config holds only its constructor arguments, so a "
+            "copy loaded from a save gets its weights but not these penalties. "
+            "Set them in its __init__, or make the outer model a subclassed "
+            "model with keras_regs.RegularizationMixin.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _warn_double_decay(model, penalties):

@@ -6,6 +6,7 @@ import re
 import keras
 from keras import ops
 
+from keras_regs import _terms
 from keras_regs._validation import (
     check_config_keys,
     check_non_negative,
@@ -172,6 +173,7 @@ class Regularizer(keras.regularizers.Regularizer):
         )
 
     def __call__(self, x):
+        received = x
         x = ops.cast(x, "float32")
         terms = ops.cast(self.call(x), "float32")
         mask = self.mask(x)
@@ -186,7 +188,11 @@ class Regularizer(keras.regularizers.Regularizer):
             if self.target == "activity" and len(x.shape) > 0:
                 # Undo Keras' division by the batch size: the loss gets the mean.
                 value = value * ops.cast(ops.shape(x)[0], "float32")
-        return value * self.strength
+        value = value * self.strength
+        _terms.record(
+            snake_case(type(self).__name__), value, received, self.target, self
+        )
+        return value
 
     def get_config(self):
         return {"strength": self.strength, "reduction": self.reduction}

@@ -1,0 +1,186 @@
+"""log_penalties: the data loss and each penalty keyword in fit's logs."""
+
+import types
+
+import keras
+from keras import ops
+
+from keras_regs import _terms
+from keras_regs.layers.contractive import Contractive
+from keras_regs.model.graph import check_model
+from keras_regs.regularizers.base import Regularizer, snake_case
+from keras_regs.regularizers.penalties import Penalties
+
+DATA = "data_loss"
+OTHER = "other_penalties"
+_TRACKERS = "_keras_regs_trackers"
+_EXTRA = "__every_penalty__"  # the record's key for what compute_loss added
+
+
+def _regularizers(model):
+    """Every regularizer on the model's weights and activity slots."""
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        if layer.activity_regularizer is not None:
+            found.append(layer.activity_regularizer)
+        if isinstance(layer, Contractive):
+            found.append(layer)
+    found += [v.regularizer for v in model.weights if v.regularizer is not None]
+    return found
+
+
+def _keywords(model):
+    """The penalty keywords present on the model, and whether anything else
+    (a Keras regularizer, a Penalties' base) adds to its losses."""
+    keywords, other = [], False
+    for item in _regularizers(model):
+        if isinstance(item, Penalties):
+            names = list(item.penalties)
+            for name, penalty in item.penalties.items():
+                if not isinstance(penalty, Regularizer):
+                    names.remove(name)
+                    other = True
+            other = other or item.base is not None
+        elif isinstance(item, Regularizer):
+            names = [snake_case(type(item).__name__)]
+        elif isinstance(item, Contractive):
+            names = ["contractive"]
+        else:
+            names, other = [], True
+        keywords += [n for n in names if n not in keywords]
+    return keywords, other
+
+
+def log_penalties(model, enabled=True):
+    """Log the data loss and each penalty keyword's term during fit and evaluate.
+
+    After this call, `fit` and `evaluate` report, beside `loss`, `data_loss` (the
+    compiled loss), one entry per penalty keyword on the model (`weight_l2`,
+    `hidden_l1`, `contractive`, ...) and, when the model also holds penalties that
+    are not keras_regs' (a Keras `L2`, a `Penalties` base), `other_penalties`.
+    Each is a mean over the epoch's batches weighted as Keras weights `loss`, so
+    the entries add up to `loss`. Validation gives `val_` twins. History, the
+    progress bar and `keras.callbacks.TensorBoard` show them like any metric.
+
+    `keras_regs.regularize_model` calls it for you. Call it yourself for a model
+    whose keras_regs penalties were set by hand (`Dense(...,
+    kernel_regularizer=keras_regs.WeightL2(1e-4))`), before `fit`. Calling it
+    again updates the entries to the penalties now on the model.
+
+    With these entries `model.evaluate(x, y)` returns a list (as with any
+    compiled metric); `evaluate(..., return_dict=True)["loss"]` reads the loss.
+    `log_penalties(model, enabled=False)` removes them.
+
+    Works on TensorFlow, JAX and PyTorch, in compiled and eager steps. Under a
+    `tf.distribute` strategy the entries are not scaled per replica: use them on
+    one device.
+
+    Args:
+        model: a built `keras.Model`.
+        enabled: `False` removes the entries and restores the model's steps.
+
+    Returns:
+        The model.
+    """
+    check_model(model)
+    if not isinstance(enabled, bool):
+        raise TypeError(
+            "Invalid type for argument `enabled`. Expected a bool. "
+            f"Received: enabled={enabled!r} (of type {type(enabled).__name__})"
+        )
+    if not enabled:
+        _unwrap(model)
+        return model
+    keywords, other = _keywords(model)
+    names = [DATA, *keywords, *([OTHER] if other else [])]
+    current = getattr(model, _TRACKERS, None)
+    if current is not None and list(current) == names:
+        return model
+    _set_trackers(model, {name: keras.metrics.Mean(name=name) for name in names})
+    _wrap(model)
+    for name in ("train_function", "test_function"):
+        setattr(model, name, None)
+    return model
+
+
+def _set_trackers(model, trackers):
+    """Replace the model's trackers (the old ones leave `model.metrics`)."""
+    old = getattr(model, _TRACKERS, None) or {}
+    locked = model._tracker.locked
+    model._tracker.unlock()
+    try:
+        for tracker in old.values():
+            model._tracker.untrack(tracker)
+        setattr(model, _TRACKERS, trackers)
+    finally:
+        if locked:
+            model._tracker.lock()
+
+
+def _wrap(model):
+    """Wrap the model's steps (once): collect the terms, update the trackers."""
+    if getattr(model, "_keras_regs_wrapped", False):
+        return
+    train_step, test_step = model.train_step, model.test_step
+    compute_loss = model.compute_loss
+    aggregate = model._aggregate_additional_loss
+
+    def recorded_aggregate(loss):
+        value = aggregate(loss)
+        if _terms._active:
+            record = _terms._active[-1]
+            record[(_EXTRA, len(record))] = (_EXTRA, value)
+        return value
+
+    def collecting(step):
+        def wrapped(*args, **kwargs):
+            with _terms.collecting():
+                return step(*args, **kwargs)
+
+        return wrapped
+
+    def logged_compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        total = compute_loss(x, y, y_pred, sample_weight, training=training)
+        trackers = getattr(self, _TRACKERS, None)
+        if not trackers or not _terms._active:
+            return total
+        sums = _terms.totals(_terms._active[-1])
+        # every penalty as compute_loss added it (read off, not recomputed)
+        extra = ops.cast(sums.pop(_EXTRA, ops.zeros(())), "float32")
+        batch = ops.shape(keras.tree.flatten(x)[0])[0]
+        total32 = ops.cast(total, "float32")
+        trackers[DATA].update_state(total32 - extra, sample_weight=batch)
+        known = ops.zeros((), "float32")
+        for name, tracker in trackers.items():
+            if name in (DATA, OTHER):
+                continue
+            value = ops.cast(sums.get(name, ops.zeros(())), "float32")
+            known = known + value
+            tracker.update_state(value, sample_weight=batch)
+        if OTHER in trackers:
+            trackers[OTHER].update_state(extra - known, sample_weight=batch)
+        return total
+
+    model._keras_regs_steps = (train_step, test_step, compute_loss, aggregate)
+    model._aggregate_additional_loss = recorded_aggregate
+    model.train_step = collecting(train_step)
+    model.test_step = collecting(test_step)
+    model.compute_loss = types.MethodType(logged_compute_loss, model)
+    model._keras_regs_wrapped = True
+
+
+def _unwrap(model):
+    if not getattr(model, "_keras_regs_wrapped", False):
+        return
+    (
+        model.train_step,
+        model.test_step,
+        model.compute_loss,
+        model._aggregate_additional_loss,
+    ) = model._keras_regs_steps
+    _set_trackers(model, None)
+    model._keras_regs_wrapped = False
+    for name in ("train_function", "test_function"):
+        setattr(model, name, None)
