@@ -53,7 +53,7 @@ demo: $(STAMP)
 BENCH_BACKENDS ?= tensorflow
 bench: $(STAMP)
 	@for backend in $(BENCH_BACKENDS); do \
-		for script in train_step layers_step attach; do \
+		for script in train_step layers_step attach logs_step; do \
 			echo "=== $$script, KERAS_BACKEND=$$backend"; \
 			(cd benchmarks && KERAS_BACKEND=$$backend ../$(BIN)/python $$script.py) || exit 1; \
 		done; \

@@ -102,6 +102,18 @@ def section(key, r):
             f"{r['fallback_over_closed_form']:.1f}x, {verdict(r['fallback_over_closed_form'] >= 10)}. "
             f"Goal within 1.3x of the plain step: {closed:.2f}x, {verdict(closed <= 1.3)}.",
         ]
+    elif name.startswith("logs/"):
+        ratio = r["ratio_to_logs_off"]["logs on"]
+        lines += ["| variant | median ms | / logs off |", "|---|---|---|"]
+        for variant, ms in r["median_ms"].items():
+            lines.append(
+                f"| {variant} | {ms:.3f} | {r['ratio_to_logs_off'][variant]:.3f} |"
+            )
+        lines += [
+            "",
+            f"Goal per-term logs under 2% per step: {ratio - 1:+.1%}, "
+            f"{verdict(ratio < 1.02)}. Rounds: {r['rounds']}.",
+        ]
     elif name.startswith("noise_dropout/"):
         ratio = r["ratio_to_keras"]["keras_regs GaussianNoise+BernoulliDropout"]
         lines += ["| variant | median ms | / Keras' layers |", "|---|---|---|"]

@@ -1,0 +1,59 @@
+"""Per-term logs: the cost per compiled train step of logging each penalty.
+
+An MLP (4 x 1024) with `regularize_model(weight_l2=1e-4, hidden_l1=1e-5)`, trained
+with `train_on_batch` (jit-compiled): logs on (regularize_model's default: a
+`data_loss`, `weight_l2` and `hidden_l1` entry) against logs off
+(`log_penalties(model, enabled=False)`), the same weights, interleaved.
+Goal: under 2% per step.
+
+    python benchmarks/logs_step.py [--rounds 60]
+"""
+
+import argparse
+
+import common
+import keras
+import numpy as np
+
+import keras_regs
+
+
+def mlp():
+    inputs = keras.Input((784,))
+    x = inputs
+    for _ in range(4):
+        x = keras.layers.Dense(1024, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    return keras_regs.regularize_model(model, weight_l2=1e-4, hidden_l1=1e-5)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 784)).astype("float32")
+    y = rng.integers(0, 10, size=128)
+    models = {"logs off": mlp(), "logs on": mlp()}
+    keras_regs.log_penalties(models["logs off"], enabled=False)
+    common.compiled(models)
+    weights = models["logs off"].get_weights()
+    for model in models.values():
+        model.set_weights(weights)
+    logged = models["logs on"].train_on_batch(x, y, return_dict=True)
+    assert {"data_loss", "weight_l2", "hidden_l1"} <= set(logged), logged
+    steps = {k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}
+    medians = common.interleaved(steps, rounds=args.rounds)
+    common.print_table("Per-term logs, MLP 4x1024, batch 128", medians, "logs off")
+    common.record(
+        "logs/mlp4x1024",
+        {
+            "median_ms": {k: v * 1e3 for k, v in medians.items()},
+            "ratio_to_logs_off": common.ratios(medians, "logs off"),
+            "rounds": args.rounds,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
