@@ -34,12 +34,14 @@ def interleaved(variants, rounds=30, warmup=5):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def compiled(models):
-    """Compile every model alike: SGD, sparse cross-entropy, XLA (jit_compile)."""
+def compiled(models, metrics=None):
+    """Compile every model alike: SGD, sparse cross-entropy, XLA (jit_compile);
+    `metrics()`, if given, makes each model's compiled metrics."""
     for model in models.values():
         model.compile(
             optimizer=keras.optimizers.SGD(1e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=None if metrics is None else metrics(),
             jit_compile=True,
         )
     return models

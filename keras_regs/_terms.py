@@ -24,6 +24,11 @@ def collecting():
         _active.pop()
 
 
+def current():
+    """The record of the step being collected, or None outside such a step."""
+    return _active[-1] if _active else None
+
+
 def record(keyword, value, x, target, owner):
     """Note `value`, the term `owner` (a penalty or a layer) adds for `x`.
 
@@ -34,6 +39,8 @@ def record(keyword, value, x, target, owner):
     """
     if not _active:
         return
+    if callable(keyword):  # computed only while collecting
+        keyword = keyword()
     if target == "activity" and len(x.shape) > 0:
         batch = ops.cast(ops.shape(x)[0], value.dtype)
         value = ops.divide_no_nan(value, batch)

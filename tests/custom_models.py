@@ -3,50 +3,29 @@
 import keras
 
 import keras_regs
-
-
-def _dense(units, name, seed, activation=None):
-    return keras.layers.Dense(
-        units,
-        activation=activation,
-        name=name,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        bias_initializer=keras.initializers.RandomNormal(seed=seed + 50),
-    )
-
-
-@keras.saving.register_keras_serializable(package="keras_regs_tests")
-class Net(keras_regs.RegularizationMixin, keras.Model):
-    """A subclassed MLP that keeps regularize_model's penalties."""
-
-    def __init__(self, units=6, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-        self.hidden = _dense(units, "hidden", 0, activation="tanh")
-        self.out = _dense(2, "out", 1)
-
-    def call(self, x):
-        return self.out(self.hidden(x))
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units}
+from zoo import seeded_dense
 
 
 @keras.saving.register_keras_serializable(package="keras_regs_tests")
 class PlainNet(keras.Model):
-    """The same model without the mixin: its penalties are not saved."""
+    """A subclassed MLP: regularize_model's penalties are not saved with it."""
 
     def __init__(self, units=6, **kwargs):
         super().__init__(**kwargs)
         self.units = units
-        self.hidden = _dense(units, "hidden", 0, activation="tanh")
-        self.out = _dense(2, "out", 1)
+        self.hidden = seeded_dense(units, "hidden", 0)
+        self.out = seeded_dense(2, "out", 1, activation=None)
 
     def call(self, x):
         return self.out(self.hidden(x))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="keras_regs_tests")
+class Net(keras_regs.RegularizationMixin, PlainNet):
+    """The same model with the mixin: it keeps regularize_model's penalties."""
 
 
 @keras.saving.register_keras_serializable(package="keras_regs_tests")
@@ -56,8 +35,8 @@ class NetWithFromConfig(keras_regs.RegularizationMixin, keras.Model):
     def __init__(self, activation="tanh", **kwargs):
         super().__init__(**kwargs)
         self.activation = keras.activations.get(activation)
-        self.hidden = _dense(6, "hidden", 0, activation=self.activation)
-        self.out = _dense(2, "out", 1)
+        self.hidden = seeded_dense(6, "hidden", 0, activation=self.activation)
+        self.out = seeded_dense(2, "out", 1, activation=None)
 
     def call(self, x):
         return self.out(self.hidden(x))

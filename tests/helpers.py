@@ -163,9 +163,14 @@ _LOADER = textwrap.dedent(
 
 
 def run_python(script, *args):
-    """Run `script` in a new Python with `args`; fail with its stderr."""
+    """Run the source `script` in a new Python with `args`; fail with its stderr."""
+    return run_file("-c", script, *args)
+
+
+def run_file(*argv):
+    """Run `python *argv` in a new process; its stdout (fail with its stderr)."""
     result = subprocess.run(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         env=os.environ.copy(),

@@ -8,28 +8,21 @@ logical CPU devices, JAX's keras.distribution.DataParallel on 2 host CPU devices
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 import keras_regs
-from helpers import TESTS_DIR, mlp, to_numpy
+from helpers import TESTS_DIR, mlp, run_file, to_numpy
 
 SCRIPTS = os.path.join(TESTS_DIR, "scripts")
 
 
 def run_script(name):
-    result = subprocess.run(
-        [sys.executable, os.path.join(SCRIPTS, name)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Run tests/scripts/`name`; the JSON line it prints last."""
+    stdout = run_file(os.path.join(SCRIPTS, name))
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import numpy as np
 import keras_regs
 
 
-def _dense(units, name, seed, activation="tanh", **kwargs):
+def seeded_dense(units, name, seed, activation="tanh", **kwargs):
+    """A Dense layer with seeded kernel and bias initializers."""
     return keras.layers.Dense(
         units,
         activation=activation,
@@ -23,7 +24,7 @@ def sequential():
         [
             keras.Input((6,)),
             keras_regs.layers.GaussianNoise(0.1, seed=1),
-            _dense(
+            seeded_dense(
                 8,
                 "dense_0",
                 0,
@@ -32,16 +33,16 @@ def sequential():
                 activity_regularizer=keras_regs.HiddenL1(1e-2),
             ),
             keras_regs.layers.BernoulliDropout(0.2, seed=2),
-            _dense(2, "out", 1, activation=None),
+            seeded_dense(2, "out", 1, activation=None),
         ]
     )
 
 
 def functional():
     x_in = keras.Input((6,), name="x")
-    h = _dense(8, "dense_0", 0)(x_in)
-    h = _dense(6, "dense_1", 1)(h)
-    model = keras.Model(x_in, _dense(2, "out", 2, activation=None)(h))
+    h = seeded_dense(8, "dense_0", 0)(x_in)
+    h = seeded_dense(6, "dense_1", 1)(h)
+    model = keras.Model(x_in, seeded_dense(2, "out", 2, activation=None)(h))
     return keras_regs.regularize_model(
         model, weight_l2=1e-2, hidden_l1=1e-3, input_noise=0.1, hidden_dropout=0.2
     )
@@ -49,12 +50,16 @@ def functional():
 
 def nested():
     block = keras.Sequential(
-        [keras.Input((8,)), _dense(8, "inner_0", 3), _dense(6, "inner_1", 4)],
+        [
+            keras.Input((8,)),
+            seeded_dense(8, "inner_0", 3),
+            seeded_dense(6, "inner_1", 4),
+        ],
         name="block",
     )
     x_in = keras.Input((6,), name="x")
-    h = block(_dense(8, "dense_0", 0)(x_in))
-    model = keras.Model(x_in, _dense(2, "out", 2, activation=None)(h))
+    h = block(seeded_dense(8, "dense_0", 0)(x_in))
+    model = keras.Model(x_in, seeded_dense(2, "out", 2, activation=None)(h))
     return keras_regs.regularize_model(
         model,
         weight_l1=1e-3,
@@ -66,11 +71,11 @@ def nested():
 def multi_io():
     a, b = keras.Input((6,), name="a"), keras.Input((3,), name="b")
     h = keras.layers.Concatenate()(
-        [_dense(8, "dense_a", 0)(a), _dense(4, "dense_b", 1)(b)]
+        [seeded_dense(8, "dense_a", 0)(a), seeded_dense(4, "dense_b", 1)(b)]
     )
-    h = _dense(8, "dense_1", 2)(h)
-    first = _dense(2, "first", 3, activation=None)(h)
-    second = _dense(1, "second", 4, activation="sigmoid")(h)
+    h = seeded_dense(8, "dense_1", 2)(h)
+    first = seeded_dense(2, "first", 3, activation=None)(h)
+    second = seeded_dense(1, "second", 4, activation="sigmoid")(h)
     model = keras.Model([a, b], [first, second])
     return keras_regs.regularize_model(
         model,
@@ -87,9 +92,9 @@ def every_class():
     x = keras.layers.Reshape((3, 2))(x_in)
     x = keras.layers.LSTM(4, return_sequences=True, name="lstm", seed=3)(x)
     x = keras.layers.Flatten()(x)
-    x = _dense(8, "dense_0", 0)(x)
-    x = _dense(6, "dense_1", 1)(x)
-    model = keras.Model(x_in, _dense(2, "out", 2, activation=None)(x))
+    x = seeded_dense(8, "dense_0", 0)(x)
+    x = seeded_dense(6, "dense_1", 1)(x)
+    model = keras.Model(x_in, seeded_dense(2, "out", 2, activation=None)(x))
     return keras_regs.regularize_model(
         model,
         weight_l1=1e-3,

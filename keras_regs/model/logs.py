@@ -35,12 +35,12 @@ def _keywords(model):
     keywords, other = [], False
     for item in _regularizers(model):
         if isinstance(item, Penalties):
-            names = list(item.penalties)
-            for name, penalty in item.penalties.items():
-                if not isinstance(penalty, Regularizer):
-                    names.remove(name)
-                    other = True
-            other = other or item.base is not None
+            names = [
+                name
+                for name, penalty in item.penalties.items()
+                if isinstance(penalty, Regularizer)
+            ]
+            other = other or item.base is not None or len(names) < len(item.penalties)
         elif isinstance(item, Regularizer):
             names = [snake_case(type(item).__name__)]
         elif isinstance(item, Contractive):
@@ -98,9 +98,13 @@ def log_penalties(model, enabled=True):
         return model
     _set_trackers(model, {name: keras.metrics.Mean(name=name) for name in names})
     _wrap(model)
-    for name in ("train_function", "test_function"):
-        setattr(model, name, None)
+    _retrace(model)
     return model
+
+
+def _retrace(model):
+    """The next fit or evaluate traces its step anew (with the new metrics)."""
+    model.train_function = model.test_function = None
 
 
 def _set_trackers(model, trackers):
@@ -127,8 +131,8 @@ def _wrap(model):
 
     def recorded_aggregate(loss):
         value = aggregate(loss)
-        if _terms._active:
-            record = _terms._active[-1]
+        record = _terms.current()
+        if record is not None:
             record[(_EXTRA, len(record))] = (_EXTRA, value)
         return value
 
@@ -144,9 +148,10 @@ def _wrap(model):
     ):
         total = compute_loss(x, y, y_pred, sample_weight, training=training)
         trackers = getattr(self, _TRACKERS, None)
-        if not trackers or not _terms._active:
+        record = _terms.current()
+        if not trackers or record is None:
             return total
-        sums = _terms.totals(_terms._active[-1])
+        sums = _terms.totals(record)
         # every penalty as compute_loss added it (read off, not recomputed)
         extra = ops.cast(sums.pop(_EXTRA, ops.zeros(())), "float32")
         batch = ops.shape(keras.tree.flatten(x)[0])[0]
@@ -182,5 +187,4 @@ def _unwrap(model):
     ) = model._keras_regs_steps
     _set_trackers(model, None)
     model._keras_regs_wrapped = False
-    for name in ("train_function", "test_function"):
-        setattr(model, name, None)
+    _retrace(model)

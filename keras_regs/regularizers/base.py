@@ -190,7 +190,11 @@ class Regularizer(keras.regularizers.Regularizer):
                 value = value * ops.cast(ops.shape(x)[0], "float32")
         value = value * self.strength
         _terms.record(
-            snake_case(type(self).__name__), value, received, self.target, self
+            lambda: snake_case(type(self).__name__),
+            value,
+            received,
+            self.target,
+            self,
         )
         return value
 
