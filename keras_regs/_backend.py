@@ -7,6 +7,9 @@
   replica's penalties by the number of replicas; a custom loop must do the same.
   JAX (`keras.distribution`) and PyTorch run one program over the global batch:
   nothing to scale.
+- `host_value(variable)` (JAX): a variable's current value read from the host
+  when the jitted function runs, not when it is traced (for a variable that is
+  not part of the function's state, such as the optimizer's step in a test step).
 - `has_jvp()`: whether `keras.ops.jvp` exists for the backend (Contractive's
   fallback for layers without a closed form).
 """
@@ -38,3 +41,16 @@ def scale_for_replicas(value):
 
 def has_jvp():
     return hasattr(ops, "jvp")
+
+
+def host_value(variable):
+    """The value `variable` holds when the (jitted) JAX function runs."""
+    import jax
+    import numpy as np
+
+    dtype = jax.numpy.asarray(variable.value).dtype
+
+    def read():
+        return np.asarray(variable.value, dtype=dtype)
+
+    return jax.pure_callback(read, jax.ShapeDtypeStruct((), dtype))

@@ -4,15 +4,18 @@ Two things Keras' own `Dropout` and `GaussianNoise` do not do:
 
 - The hyperparameter (`rate`, `stddev`) lives in a float32 non-trainable variable,
   read inside `call`. A compiled train step therefore sees a new value assigned
-  later (by the user, a callback or a schedule) without being retraced; on JAX the
-  variable is part of the state threaded through the jitted step. The Python value
-  is kept beside it for `get_config`.
+  later (by the user or a callback) without being retraced; on JAX the variable
+  is part of the state threaded through the jitted step. The Python value is kept
+  beside it for `get_config`. The hyperparameter may also be a
+  `keras.optimizers.schedules.LearningRateSchedule`, evaluated at the optimizer's
+  step inside the step (the variable then holds the schedule's value at step 0).
 - The `SeedGenerator` state is written with the layer's variables on save and read
   back on load, so a reloaded model continues the same random sequence.
 """
 
 import keras
 
+from keras_regs import _schedule
 from keras_regs._validation import check_inserted_by, check_seed
 
 
@@ -32,7 +35,7 @@ class SeededLayer(keras.layers.Layer):
             name=self.held,
             shape=(),
             dtype="float32",
-            initializer=keras.initializers.Constant(value),
+            initializer=keras.initializers.Constant(_initial(value)),
             trainable=False,
             autocast=False,
         )
@@ -40,8 +43,17 @@ class SeededLayer(keras.layers.Layer):
         self.built = True
 
     def _set_held(self, value):
+        """A number takes effect in a compiled step; switching between a number
+        and a schedule changes the traced step: compile the model again."""
         self._held_value = value
-        self._held_variable.assign(value)
+        self._held_variable.assign(_initial(value))
+
+    def _held_now(self):
+        """The hyperparameter as the step uses it: the variable, or the schedule
+        at the optimizer's step."""
+        if _schedule.is_schedule(self._held_value):
+            return _schedule.value(self._held_value, self, self.held)
+        return self._held_variable
 
     def _stateful_variables(self):
         return (
@@ -70,7 +82,16 @@ class SeededLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({self.held: self._held_value, "seed": self.seed})
+        config.update(
+            {self.held: _schedule.to_config(self._held_value), "seed": self.seed}
+        )
         if self.inserted_by is not None:
             config["inserted_by"] = self.inserted_by
         return config
+
+
+def _initial(value):
+    """The variable's value: the number, or the schedule's value at step 0."""
+    if _schedule.is_schedule(value):
+        return float(keras.ops.convert_to_numpy(value(0)))
+    return value

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_regs import _schedule
 from keras_regs._validation import check_rate
 from keras_regs.layers._seeded import SeededLayer
 
@@ -22,7 +23,9 @@ class BernoulliDropout(SeededLayer):
     with the model. Masks pass through.
 
     Args:
-        rate: the fraction of elements dropped, a float in [0, 1).
+        rate: the fraction of elements dropped, a float in [0, 1), or a
+            `keras.optimizers.schedules.LearningRateSchedule` of the training
+            step whose values stay in [0, 1).
         seed: `None` or an integer: the seed of the layer's random sequence.
         inserted_by: `None` for a layer you place yourself; the keyword of
             `keras_regs.regularize_model` that inserted it otherwise (saved with
@@ -43,7 +46,10 @@ class BernoulliDropout(SeededLayer):
 
     def __init__(self, rate, seed=None, inserted_by=None, **kwargs):
         super().__init__(
-            inserted_by=inserted_by, value=check_rate(rate), seed=seed, **kwargs
+            inserted_by=inserted_by,
+            value=_schedule.check(rate, "rate", check_rate),
+            seed=seed,
+            **kwargs,
         )
 
     @property
@@ -52,12 +58,12 @@ class BernoulliDropout(SeededLayer):
 
     @rate.setter
     def rate(self, value):
-        self._set_held(check_rate(value))
+        self._set_held(_schedule.check(value, "rate", check_rate))
 
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        rate = self._held_variable
+        rate = self._held_now()
         uniform = keras.random.uniform(
             ops.shape(inputs), dtype="float32", seed=self.seed_generator
         )

@@ -6,7 +6,7 @@ import math
 import keras
 from keras import ops
 
-from keras_regs import _backend, _terms
+from keras_regs import _backend, _schedule, _terms
 from keras_regs._validation import (
     check_inserted_by,
     check_non_negative,
@@ -114,7 +114,8 @@ class Contractive(keras.layers.Wrapper):
 
     Args:
         layer: the `keras.layers.Layer` to wrap.
-        strength: the coefficient `s`, a finite number >= 0.
+        strength: the coefficient `s`, a finite number >= 0, or a schedule of
+            the training step (`keras.optimizers.schedules.LearningRateSchedule`).
         reduction: `"sum"` (default) or `"mean"`.
         inserted_by: `None`, or the `regularize_model` keyword that wrapped the
             layer (saved, so `strip_regularization` finds it).
@@ -142,7 +143,7 @@ class Contractive(keras.layers.Wrapper):
             )
         super().__init__(layer, **kwargs)
         self.supports_masking = True
-        self.strength = check_non_negative(strength, "strength")
+        self.strength = _schedule.check(strength, "strength", check_non_negative)
         self.reduction = check_reduction(reduction)
         self.inserted_by = check_inserted_by(inserted_by)
 
@@ -255,14 +256,19 @@ class Contractive(keras.layers.Wrapper):
         if self.reduction == "mean":
             entries = math.prod(inputs.shape[1:]) * math.prod(outputs.shape[1:])
             value = value / entries
-        return value * self.strength
+        return value * _schedule.value(self.strength, self, "strength")
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"strength": self.strength, "reduction": self.reduction})
+        config.update(
+            {
+                "strength": _schedule.to_config(self.strength),
+                "reduction": self.reduction,
+            }
+        )
         if self.inserted_by is not None:
             config["inserted_by"] = self.inserted_by
         return config

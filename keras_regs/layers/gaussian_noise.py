@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_regs import _schedule
 from keras_regs._validation import check_non_negative
 from keras_regs.layers._seeded import SeededLayer
 
@@ -21,7 +22,9 @@ class GaussianNoise(SeededLayer):
     train step), and the random state is saved with the model. Masks pass through.
 
     Args:
-        stddev: the noise's standard deviation, a finite number >= 0.
+        stddev: the noise's standard deviation, a finite number >= 0, or a
+            `keras.optimizers.schedules.LearningRateSchedule` of the training
+            step.
         seed: `None` or an integer: the seed of the layer's random sequence.
         inserted_by: `None` for a layer you place yourself; the keyword of
             `keras_regs.regularize_model` that inserted it otherwise (saved with
@@ -42,7 +45,7 @@ class GaussianNoise(SeededLayer):
     def __init__(self, stddev, seed=None, inserted_by=None, **kwargs):
         super().__init__(
             inserted_by=inserted_by,
-            value=check_non_negative(stddev, "stddev"),
+            value=_schedule.check(stddev, "stddev", check_non_negative),
             seed=seed,
             **kwargs,
         )
@@ -53,7 +56,7 @@ class GaussianNoise(SeededLayer):
 
     @stddev.setter
     def stddev(self, value):
-        self._set_held(check_non_negative(value, "stddev"))
+        self._set_held(_schedule.check(value, "stddev", check_non_negative))
 
     def call(self, inputs, training=False):
         if not training:
@@ -61,4 +64,4 @@ class GaussianNoise(SeededLayer):
         noise = keras.random.normal(
             ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator
         )
-        return inputs + noise * ops.cast(self._held_variable, inputs.dtype)
+        return inputs + noise * ops.cast(self._held_now(), inputs.dtype)

@@ -1,11 +1,13 @@
 """log_penalties: the data loss and each penalty keyword in fit's logs."""
 
+import contextlib
 import types
 
 import keras
 from keras import ops
 
-from keras_regs import _terms
+from keras_regs import _schedule, _terms
+from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
 from keras_regs.model.graph import check_model
 from keras_regs.regularizers.base import Regularizer, snake_case
@@ -27,6 +29,26 @@ def _regularizers(model):
             found.append(layer)
     found += [v.regularizer for v in model.weights if v.regularizer is not None]
     return found
+
+
+def _ours(model):
+    """Every keras_regs penalty and layer of the model (what may hold a schedule)."""
+    found = []
+    for item in _regularizers(model):
+        if isinstance(item, Penalties):
+            found += [*item.penalties.values(), item.base]
+        else:
+            found.append(item)
+    found += [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, SeededLayer)
+    ]
+    return [
+        item
+        for item in found
+        if isinstance(item, Regularizer | Contractive | SeededLayer)
+    ]
 
 
 def _keywords(model):
@@ -62,14 +84,20 @@ def log_penalties(model, enabled=True):
     the entries add up to `loss`. Validation gives `val_` twins. History, the
     progress bar and `keras.callbacks.TensorBoard` show them like any metric.
 
+    The same call connects schedules to the model: a strength, rate or stddev
+    given as a `keras.optimizers.schedules.LearningRateSchedule` is evaluated at
+    the step of `model.optimizer` inside the compiled train and test steps
+    (without retracing them), and at the optimizer's current step outside them.
+
     `keras_regs.regularize_model` calls it for you. Call it yourself for a model
     whose keras_regs penalties were set by hand (`Dense(...,
-    kernel_regularizer=keras_regs.WeightL2(1e-4))`), before `fit`. Calling it
-    again updates the entries to the penalties now on the model.
+    kernel_regularizer=keras_regs.WeightL2(1e-4))`) and for a model loaded from a
+    file, before `fit`. Calling it again updates the entries to the penalties now
+    on the model.
 
     With these entries `model.evaluate(x, y)` returns a list (as with any
     compiled metric); `evaluate(..., return_dict=True)["loss"]` reads the loss.
-    `log_penalties(model, enabled=False)` removes them.
+    `log_penalties(model, enabled=False)` removes them (schedules stay connected).
 
     Works on TensorFlow, JAX and PyTorch, in compiled and eager steps. Under a
     `tf.distribute` strategy the entries are not scaled per replica: use them on
@@ -77,7 +105,7 @@ def log_penalties(model, enabled=True):
 
     Args:
         model: a built `keras.Model`.
-        enabled: `False` removes the entries and restores the model's steps.
+        enabled: `False` removes the entries.
 
     Returns:
         The model.
@@ -88,16 +116,19 @@ def log_penalties(model, enabled=True):
             "Invalid type for argument `enabled`. Expected a bool. "
             f"Received: enabled={enabled!r} (of type {type(enabled).__name__})"
         )
+    _schedule.bind(model, _ours(model))
+    _wrap(model)
+    current = getattr(model, _TRACKERS, None)
     if not enabled:
-        _unwrap(model)
+        if current is not None:
+            _set_trackers(model, None)
+            _retrace(model)
         return model
     keywords, other = _keywords(model)
     names = [DATA, *keywords, *([OTHER] if other else [])]
-    current = getattr(model, _TRACKERS, None)
     if current is not None and list(current) == names:
         return model
     _set_trackers(model, {name: keras.metrics.Mean(name=name) for name in names})
-    _wrap(model)
     _retrace(model)
     return model
 
@@ -122,7 +153,8 @@ def _set_trackers(model, trackers):
 
 
 def _wrap(model):
-    """Wrap the model's steps (once): collect the terms, update the trackers."""
+    """Wrap the model's steps (once): evaluate schedules at the optimizer's step,
+    and, while trackers are set, collect the terms and update the trackers."""
     if getattr(model, "_keras_regs_wrapped", False):
         return
     train_step, test_step = model.train_step, model.test_step
@@ -136,9 +168,14 @@ def _wrap(model):
             record[(_EXTRA, len(record))] = (_EXTRA, value)
         return value
 
-    def collecting(step):
+    def stepped(step, step_of):
         def wrapped(*args, **kwargs):
-            with _terms.collecting():
+            collect = (
+                _terms.collecting()
+                if getattr(model, _TRACKERS, None)
+                else contextlib.nullcontext()
+            )
+            with _schedule.stepping(lambda: step_of(args)), collect:
                 return step(*args, **kwargs)
 
         return wrapped
@@ -168,23 +205,10 @@ def _wrap(model):
             trackers[OTHER].update_state(extra - known, sample_weight=batch)
         return total
 
-    model._keras_regs_steps = (train_step, test_step, compute_loss, aggregate)
     model._aggregate_additional_loss = recorded_aggregate
-    model.train_step = collecting(train_step)
-    model.test_step = collecting(test_step)
+    model.train_step = stepped(
+        train_step, lambda args: _schedule.train_step_of(model, args)
+    )
+    model.test_step = stepped(test_step, lambda args: _schedule.test_step_of(model))
     model.compute_loss = types.MethodType(logged_compute_loss, model)
     model._keras_regs_wrapped = True
-
-
-def _unwrap(model):
-    if not getattr(model, "_keras_regs_wrapped", False):
-        return
-    (
-        model.train_step,
-        model.test_step,
-        model.compute_loss,
-        model._aggregate_additional_loss,
-    ) = model._keras_regs_steps
-    _set_trackers(model, None)
-    model._keras_regs_wrapped = False
-    _retrace(model)

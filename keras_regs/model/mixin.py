@@ -10,6 +10,7 @@ model is built.
 
 import keras
 
+from keras_regs import _schedule
 from keras_regs.model.graph import has_graph
 from keras_regs.model.spec import read_spec
 
@@ -129,7 +130,10 @@ def canonical_spec(penalties, include_bias):
     subclassed model has no graph to insert layers into)."""
     spec = {"include_bias": include_bias}
     for request in penalties:
-        value = {"strength": request.strength, "reduction": request.reduction}
+        value = {
+            "strength": _schedule.to_config(request.strength),
+            "reduction": request.reduction,
+        }
         if request.pattern is not None:
             value["pattern"] = request.pattern
         spec[request.argument] = value

@@ -5,6 +5,7 @@ import warnings
 
 import keras
 
+from keras_regs import _schedule
 from keras_regs.model.graph import inserted_by, walk
 from keras_regs.model.slots import (
     BIAS,
@@ -205,7 +206,7 @@ def plan(model, requests, include_bias):
         notes.extend(_notes(request, selected, unreachable))
         strength = request.strength
         if request.reduction == "mean":
-            strength = strength / len(selected)
+            strength = _schedule.divided(strength, len(selected))
         wanted = {slot.group for slot in selected}
         for key in wanted:
             _check_keepable(request, groups[key][0], state[key])

@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 
+from keras_regs import _schedule
 from keras_regs._validation import (
     check_non_negative,
     check_rate,
@@ -123,7 +124,13 @@ def parse(spec, reduction, noise, dropout):
             amount, pattern, _ = _unpack(argument, value, keys, False)
             check = check_rate if kind == "dropout" else check_non_negative
             layers.append(
-                LayerRequest(argument, kind, role, check(amount, argument), pattern)
+                LayerRequest(
+                    argument,
+                    kind,
+                    role,
+                    _schedule.check(amount, argument, check),
+                    pattern,
+                )
             )
             continue
         if argument in WRAP_KEYWORDS:
@@ -134,7 +141,7 @@ def parse(spec, reduction, noise, dropout):
                     argument,
                     argument,
                     "hidden",
-                    check_non_negative(strength, argument),
+                    _schedule.check(strength, argument, check_non_negative),
                     pattern,
                     check_reduction(own or reduction, f"{argument}['reduction']"),
                 )
@@ -158,7 +165,7 @@ def parse(spec, reduction, noise, dropout):
                 argument,
                 keyword,
                 cls,
-                check_non_negative(strength, argument),
+                _schedule.check(strength, argument, check_non_negative),
                 pattern,
                 check_reduction(own_reduction or reduction, f"{argument}['reduction']"),
                 value,
@@ -176,7 +183,7 @@ def parse(spec, reduction, noise, dropout):
         check = check_rate if argument == "dropout" else check_non_negative
         for pattern, amount in mapping.items():
             _check_pattern(pattern, argument)
-            value = check(amount, f"{argument}[{pattern!r}]")
+            value = _schedule.check(amount, f"{argument}[{pattern!r}]", check)
             layers.append(LayerRequest(argument, argument, None, value, pattern))
     return penalties, layers
 

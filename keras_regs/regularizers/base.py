@@ -6,7 +6,7 @@ import re
 import keras
 from keras import ops
 
-from keras_regs import _terms
+from keras_regs import _schedule, _terms
 from keras_regs._validation import (
     check_config_keys,
     check_non_negative,
@@ -117,7 +117,10 @@ class Regularizer(keras.regularizers.Regularizer):
     `get_config`.
 
     Args:
-        strength: the penalty's coefficient, a finite number >= 0.
+        strength: the penalty's coefficient, a finite number >= 0, or a
+            `keras.optimizers.schedules.LearningRateSchedule` of the training
+            step (evaluated at the optimizer's step inside the compiled step;
+            see `keras_regs.log_penalties`).
         reduction: `"sum"` (default, the same value as Keras' built-in `L1`/`L2`)
             or `"mean"` (theanets' normalisation, the mean over elements).
 
@@ -156,7 +159,7 @@ class Regularizer(keras.regularizers.Regularizer):
             _register(cls)
 
     def __init__(self, strength, reduction="sum"):
-        self.strength = check_non_negative(strength, "strength")
+        self.strength = _schedule.check(strength, "strength", check_non_negative)
         self.reduction = check_reduction(reduction)
 
     def mask(self, x):
@@ -188,7 +191,7 @@ class Regularizer(keras.regularizers.Regularizer):
             if self.target == "activity" and len(x.shape) > 0:
                 # Undo Keras' division by the batch size: the loss gets the mean.
                 value = value * ops.cast(ops.shape(x)[0], "float32")
-        value = value * self.strength
+        value = value * _schedule.value(self.strength, self, "strength")
         _terms.record(
             lambda: snake_case(type(self).__name__),
             value,
@@ -199,7 +202,10 @@ class Regularizer(keras.regularizers.Regularizer):
         return value
 
     def get_config(self):
-        return {"strength": self.strength, "reduction": self.reduction}
+        return {
+            "strength": _schedule.to_config(self.strength),
+            "reduction": self.reduction,
+        }
 
     @classmethod
     def from_config(cls, config):

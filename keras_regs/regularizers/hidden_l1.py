@@ -25,7 +25,8 @@ class HiddenL1(Regularizer):
     on TensorFlow).
 
     Args:
-        strength: the coefficient `s`, a finite number >= 0.
+        strength: the coefficient `s`, a finite number >= 0, or a schedule of
+            the training step (`keras.optimizers.schedules.LearningRateSchedule`).
         reduction: `"sum"` (default) or `"mean"`.
 
     Example:

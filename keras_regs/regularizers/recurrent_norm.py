@@ -24,7 +24,8 @@ class RecurrentNorm(SequencePenalty):
     `ValueError`.
 
     Args:
-        strength: the coefficient `s`, a finite number >= 0.
+        strength: the coefficient `s`, a finite number >= 0, or a schedule of
+            the training step (`keras.optimizers.schedules.LearningRateSchedule`).
         reduction: `"sum"` (default) or `"mean"`.
 
     Example:

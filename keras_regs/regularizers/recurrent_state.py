@@ -23,7 +23,8 @@ class RecurrentState(SequencePenalty):
     the docs for how they are found. A tensor that is not 3-D raises `ValueError`.
 
     Args:
-        strength: the coefficient `s`, a finite number >= 0.
+        strength: the coefficient `s`, a finite number >= 0, or a schedule of
+            the training step (`keras.optimizers.schedules.LearningRateSchedule`).
         reduction: `"sum"` (default) or `"mean"`.
 
     Example:

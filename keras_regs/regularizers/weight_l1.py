@@ -18,7 +18,8 @@ class WeightL1(Regularizer):
     Computed in float32 whatever the weight's dtype; returns a float32 scalar.
 
     Args:
-        strength: the coefficient `s`, a finite number >= 0.
+        strength: the coefficient `s`, a finite number >= 0, or a schedule of
+            the training step (`keras.optimizers.schedules.LearningRateSchedule`).
         reduction: `"sum"` (default) or `"mean"`.
 
     Example:

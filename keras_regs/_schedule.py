@@ -1,0 +1,191 @@
+"""Schedules: strengths, rates and stddevs that follow the optimizer's step.
+
+A penalty's `strength`, a dropout `rate` and a noise `stddev` accept a
+`keras.optimizers.schedules.LearningRateSchedule` in place of a number. It is
+evaluated where the value is used, inside the step Keras compiles, at the step of
+the model's optimizer, the same step its learning-rate schedule sees:
+
+- TensorFlow and PyTorch read `optimizer.iterations`, a variable, so the compiled
+  step sees each new value without being traced again.
+- On JAX the jitted step receives the optimizer's variables as its state:
+  `keras_regs.log_penalties` (which `regularize_model` calls) wraps the model's
+  `train_step` so that the schedule reads the step from that state. The jitted
+  test step holds no optimizer state; it reads the step through a host callback.
+
+Outside a step (an eager call, `model.losses`, `predict`), a schedule bound to a
+model reads the optimizer's current step. A schedule on a model that was never
+bound (hand-set, or loaded from a file, before `keras_regs.log_penalties(model)`)
+is evaluated at step 0, with a warning saying so.
+"""
+
+import contextlib
+import warnings
+import weakref
+
+import keras
+from keras import ops
+
+from keras_regs import _backend
+
+Schedule = keras.optimizers.schedules.LearningRateSchedule
+_BOUND = "_keras_regs_model"  # the weakref to the model a scheduled object serves
+_steps = []  # a stack of [compute, value]: the step of the step being traced
+
+
+def is_schedule(value):
+    return isinstance(value, Schedule)
+
+
+def check(value, name, check_number):
+    """A number checked by `check_number(value, name)`, or a schedule.
+
+    A schedule's config (a dict, as a saved model holds it) is deserialized; what
+    it names must be a `LearningRateSchedule`, anything else (a function, a
+    lambda, another class) is refused before it is ever called.
+    """
+    if isinstance(value, dict):
+        received = value
+        try:
+            value = keras.optimizers.schedules.deserialize(value)
+        except (KeyError, TypeError, ValueError) as error:
+            raise TypeError(
+                f"Invalid type for argument `{name}`. Expected a number or a "
+                "keras.optimizers.schedules.LearningRateSchedule (or its config). "
+                f"Received: {name}={received!r}"
+            ) from error
+        if not is_schedule(value):
+            raise TypeError(
+                f"Invalid type for argument `{name}`. Expected a number or a "
+                "keras.optimizers.schedules.LearningRateSchedule (or its config). "
+                f"Received: {name}={received!r}"
+            )
+        return value
+    if is_schedule(value):
+        return value
+    return check_number(value, name)
+
+
+def to_config(value):
+    """What `get_config` stores: the number, or the schedule's config."""
+    if is_schedule(value):
+        return keras.optimizers.schedules.serialize(value)
+    return value
+
+
+@contextlib.contextmanager
+def stepping(compute):
+    """Within the block, schedules are evaluated at `compute()`, called once
+    (lazily: a step without schedules reads nothing)."""
+    _steps.append([compute, None])
+    try:
+        yield
+    finally:
+        _steps.pop()
+
+
+def _current_step():
+    if not _steps:
+        return None
+    entry = _steps[-1]
+    if entry[1] is None:
+        entry[1] = entry[0]()
+    return entry[1]
+
+
+def optimizer_step(optimizer, iterations=None):
+    """`optimizer.iterations` (the step its learning-rate schedule sees), from
+    `iterations`, the value of its counter variable, when given."""
+    if iterations is None:
+        return optimizer.iterations
+    steps = getattr(optimizer, "gradient_accumulation_steps", None)
+    if steps:
+        return ops.floor_divide(iterations, steps)
+    return iterations
+
+
+def train_step_of(model, args):
+    """The optimizer's step inside `model.train_step(*args)`."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return 0
+    if _backend.backend() == "jax" and args:
+        # train_step(state, data): state[2] holds the optimizer's variables.
+        variables = args[0][2]
+        for i, variable in enumerate(optimizer.variables):
+            if variable is optimizer._iterations:
+                return optimizer_step(optimizer, variables[i])
+    return optimizer_step(optimizer)
+
+
+def test_step_of(model):
+    """The optimizer's step inside `model.test_step` (JAX: read from the host)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return 0
+    if _backend.backend() == "jax":
+        return optimizer_step(optimizer, _backend.host_value(optimizer._iterations))
+    return optimizer_step(optimizer)
+
+
+def bind(model, objects):
+    """Bind scheduled `objects` (penalties, layers) to `model`'s optimizer."""
+    reference = weakref.ref(model)
+    for item in objects:
+        object.__setattr__(item, _BOUND, reference)
+
+
+def value(amount, owner, name):
+    """`amount` as used in a step: the number, or the schedule at the step."""
+    if not is_schedule(amount):
+        return amount
+    step = _current_step()
+    if step is None:
+        reference = getattr(owner, _BOUND, None)
+        model = reference() if reference is not None else None
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            step = optimizer_step(optimizer)
+        else:
+            if not getattr(owner, "_keras_regs_warned", False):
+                object.__setattr__(owner, "_keras_regs_warned", True)
+                warnings.warn(
+                    f"The `{name}` of {type(owner).__name__} is a schedule, but "
+                    "no model's optimizer step is bound to it: it is evaluated at "
+                    "step 0. Call `keras_regs.log_penalties(model)` once the model "
+                    "is compiled (regularize_model does it for you; a model loaded "
+                    "from a file needs it again).",
+                    stacklevel=3,
+                )
+            step = 0
+    return ops.cast(amount(step), "float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class Scaled(Schedule):
+    """`factor * schedule(step)`: what `regularize_model(..., reduction="mean")`
+    gives each of the |Omega| tensors a scheduled keyword selects."""
+
+    def __init__(self, schedule, factor):
+        self.schedule = check(schedule, "schedule", _not_a_schedule)
+        self.factor = float(factor)
+
+    def __call__(self, step):
+        return ops.cast(self.schedule(step), "float32") * self.factor
+
+    def get_config(self):
+        return {"schedule": to_config(self.schedule), "factor": self.factor}
+
+
+def _not_a_schedule(value, name):
+    raise TypeError(
+        f"Invalid type for argument `{name}`. Expected a "
+        "keras.optimizers.schedules.LearningRateSchedule. "
+        f"Received: {name}={value!r} (of type {type(value).__name__})"
+    )
+
+
+def divided(amount, count):
+    """`amount / count` for a number or a schedule."""
+    if is_schedule(amount):
+        return Scaled(amount, 1 / count)
+    return amount / count
