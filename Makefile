@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine with only Python:
-#   make demo   sets up .venv and runs examples/quickstart.py
+#   make demo   sets up .venv and runs the main job, examples/digits.py
 #   make test   sets up .venv, lints, and runs the test suite on every backend
+#               (which also builds the docs site with --strict and runs every
+#               example in its short mode)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,14 +15,14 @@ TORCH_STAMP := $(VENV)/.torch
 PYTEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: all venv test lint pytest demo bench clean
+.PHONY: all venv test lint pytest demo docs bench clean
 
 all: test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,docs]"
 	touch $@
 
 $(TORCH_STAMP): $(STAMP)
@@ -46,7 +48,11 @@ pytest: $(STAMP) $(TORCH_STAMP)
 test: lint pytest
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python examples/digits.py
+
+# The docs site, into build/site (tests/test_docs.py builds it the same way).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Benchmarks (not part of `make test`): writes benchmarks/results.json and
 # docs/benchmarks.md. Several minutes on 2 CPU cores.
@@ -61,4 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build demo_output

@@ -10,6 +10,7 @@ from keras_regs.model import (
     strip_regularization,
     summary,
 )
+from keras_regs.plot import plot_penalties
 from keras_regs.regularizers import (
     HiddenL1,
     RecurrentNorm,
@@ -31,6 +32,7 @@ __all__ = [
     "WeightL2",
     "layers",
     "log_penalties",
+    "plot_penalties",
     "preview",
     "regularization_loss",
     "regularize_model",

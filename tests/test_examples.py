@@ -9,6 +9,12 @@ import pytest
 from helpers import TESTS_DIR
 
 EXAMPLES = os.path.join(os.path.dirname(TESTS_DIR), "examples")
+# Each script's short mode: what CI runs. A new script must be added here.
+SHORT = {
+    "digits.py": ["--short"],
+    "quickstart.py": ["--epochs", "1"],
+    "contractive_autoencoder.py": ["--epochs", "15"],
+}
 
 
 def run_example(name, *args):
@@ -24,9 +30,14 @@ def run_example(name, *args):
     return result.stdout
 
 
+def test_every_example_has_a_short_mode_run_here():
+    scripts = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py"))
+    assert scripts == sorted(SHORT)
+
+
 @pytest.mark.slow
 def test_quickstart_runs_and_its_reload_check_passes():
-    output = run_example("quickstart.py", "--epochs", "1")
+    output = run_example("quickstart.py", *SHORT["quickstart.py"])
     assert "predictions identical: True" in output
     assert "penalties identical:   True" in output
 
@@ -34,5 +45,19 @@ def test_quickstart_runs_and_its_reload_check_passes():
 @pytest.mark.slow
 def test_contractive_autoencoder_shows_a_smaller_jacobian_at_similar_error():
     # the script exits 1 unless the Jacobian norm is smaller at an error within 1.25x
-    output = run_example("contractive_autoencoder.py", "--epochs", "15")
+    output = run_example(
+        "contractive_autoencoder.py", *SHORT["contractive_autoencoder.py"]
+    )
     assert "mean ||J||_F^2" in output
+
+
+@pytest.mark.slow
+def test_digits_demo_trains_all_three_variants_and_reloads_identically(tmp_path):
+    output = run_example("digits.py", *SHORT["digits.py"], "--out", str(tmp_path))
+    for variant in ("plain", "Keras built-ins", "regularize_model"):
+        assert variant in output
+    assert "other_penalties" in output and "weight_l2" in output
+    assert "predictions identical: True" in output
+    png = tmp_path / "digits.png"
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ from keras_regs.model.logs import log_penalties
 from keras_regs.model.loss import regularization_loss
 from keras_regs.model.mixin import RegularizationMixin
 from keras_regs.model.regularize import regularize_model, strip_regularization
-from keras_regs.model.summary import preview, summary
+from keras_regs.model.report import preview, summary
 
 __all__ = [
     "log_penalties",

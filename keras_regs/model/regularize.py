@@ -66,7 +66,8 @@ def regularize_model(
             the whole term is theanets' `s / |Omega| * sum_i mean(f(W_i))`.
         include_bias: whether weight penalties also go on biases.
         seed: the seed of inserted noise and dropout layers.
-        noise, dropout: `{pattern: stddev}` and `{pattern: rate}`.
+        noise: `{pattern: stddev}`: a noise layer after each layer matched.
+        dropout: `{pattern: rate}`: a dropout layer after each layer matched.
         **keywords: the penalties, as above.
 
     Returns:

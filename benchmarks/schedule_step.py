@@ -1,0 +1,66 @@
+"""Schedules: the cost per compiled train step of scheduled strengths and rates.
+
+An MLP (4 x 1024) with `regularize_model(weight_l2=..., hidden_l1=...,
+hidden_dropout=...)`, trained with `train_on_batch` (jit-compiled), each value a
+number against each value a `LearningRateSchedule` (PolynomialDecay warm-ups: three
+schedules evaluated per step, five scheduled objects), the same weights,
+interleaved. The per-term logs are off in both, so only the schedules differ.
+Goal: under 2% per step.
+
+    python benchmarks/schedule_step.py [--rounds 60]
+"""
+
+import argparse
+
+import common
+import keras
+import numpy as np
+
+import keras_regs
+
+
+def warmup(end):
+    return keras.optimizers.schedules.PolynomialDecay(
+        0.0, 1000, end_learning_rate=end, power=1.0
+    )
+
+
+def mlp(scheduled):
+    inputs = keras.Input((784,))
+    x = inputs
+    for _ in range(4):
+        x = keras.layers.Dense(1024, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    values = {"weight_l2": 1e-4, "hidden_l1": 1e-5, "hidden_dropout": 0.1}
+    if scheduled:
+        values = {k: warmup(v) for k, v in values.items()}
+    model = keras_regs.regularize_model(model, **values)
+    return keras_regs.log_penalties(model, enabled=False)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 784)).astype("float32")
+    y = rng.integers(0, 10, size=128)
+    models = common.compiled({"numbers": mlp(False), "schedules": mlp(True)})
+    weights = models["numbers"].get_weights()
+    for model in models.values():
+        model.set_weights(weights)
+    steps = {k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}
+    medians = common.interleaved(steps, rounds=args.rounds)
+    common.print_table("Schedules, MLP 4x1024, batch 128", medians, "numbers")
+    common.record(
+        "schedules/mlp4x1024",
+        {
+            "median_ms": {k: v * 1e3 for k, v in medians.items()},
+            "ratio_to_numbers": common.ratios(medians, "numbers"),
+            "rounds": args.rounds,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
