@@ -286,3 +286,23 @@ def test_what_is_not_a_schedule_is_refused_naming_the_argument(value):
     with pytest.raises(TypeError, match="weight_l2"):
         keras_regs.regularize_model(model, weight_l2={"strength": value})
     assert model.get_config() == before
+
+
+def test_a_subclassed_model_with_the_mixin_replays_its_schedule(tmp_path):
+    from custom_models import Net
+
+    model = Net()
+    model(X)
+    keras_regs.regularize_model(model, weight_l2=warmup())
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    train(model, epochs=2)
+    path = str(tmp_path / "net.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    keras_regs.log_penalties(loaded)
+    strength = loaded.hidden.kernel_regularizer.penalties["weight_l2"].strength
+    assert keras.optimizers.schedules.serialize(strength) == (
+        keras.optimizers.schedules.serialize(warmup())
+    )
+    history, seen = train(loaded, epochs=2, initial_epoch=2)
+    assert_follows_ramp(history, seen, first_step=2)
