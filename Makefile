@@ -59,7 +59,7 @@ docs: $(STAMP)
 BENCH_BACKENDS ?= tensorflow
 bench: $(STAMP)
 	@for backend in $(BENCH_BACKENDS); do \
-		for script in train_step layers_step attach logs_step; do \
+		for script in train_step layers_step attach logs_step schedule_step; do \
 			echo "=== $$script, KERAS_BACKEND=$$backend"; \
 			(cd benchmarks && KERAS_BACKEND=$$backend ../$(BIN)/python $$script.py) || exit 1; \
 		done; \

@@ -114,6 +114,18 @@ def section(key, r):
             f"Goal per-term logs under 2% per step: {ratio - 1:+.1%}, "
             f"{verdict(ratio < 1.02)}. Rounds: {r['rounds']}.",
         ]
+    elif name.startswith("schedules/"):
+        ratio = r["ratio_to_numbers"]["schedules"]
+        lines += ["| variant | median ms | / numbers |", "|---|---|---|"]
+        for variant, ms in r["median_ms"].items():
+            lines.append(
+                f"| {variant} | {ms:.3f} | {r['ratio_to_numbers'][variant]:.3f} |"
+            )
+        lines += [
+            "",
+            f"Goal schedules under 2% per step: {ratio - 1:+.1%}, "
+            f"{verdict(ratio < 1.02)}. Rounds: {r['rounds']}.",
+        ]
     elif name.startswith("noise_dropout/"):
         ratio = r["ratio_to_keras"]["keras_regs GaussianNoise+BernoulliDropout"]
         lines += ["| variant | median ms | / Keras' layers |", "|---|---|---|"]

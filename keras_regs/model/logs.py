@@ -73,6 +73,39 @@ def _keywords(model):
     return keywords, other
 
 
+class _Terms(keras.metrics.Metric):
+    """The epoch means of the loss's terms, one entry each in the logs.
+
+    One float32 vector holds every term's weighted total and, last, the summed
+    weight; it is updated once per step, instead of one `keras.metrics.Mean` (two
+    variables, two updates) per term: one array carried through the compiled step
+    (`benchmarks/logs_step.py`). Each term is weighted by the batch size, as Keras
+    weights `loss`.
+    """
+
+    def __init__(self, names, name="keras_regs_terms", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.names = list(names)
+        self.sums = self.add_variable(
+            shape=(len(self.names) + 1,), initializer="zeros", name="sums"
+        )
+
+    def update_state(self, values, weight):
+        weight = ops.reshape(ops.cast(weight, "float32"), (1,))
+        values = ops.cast(values, "float32") * weight
+        self.sums.assign_add(ops.concatenate([values, weight]))
+
+    def result(self):
+        means = ops.divide_no_nan(self.sums[:-1], self.sums[-1])
+        return {name: means[i] for i, name in enumerate(self.names)}
+
+    def reset_state(self):
+        self.sums.assign(ops.zeros((len(self.names) + 1,), "float32"))
+
+    def get_config(self):
+        return {"names": self.names, "name": self.name}
+
+
 def log_penalties(model, enabled=True):
     """Log the data loss and each penalty keyword's term during fit and evaluate.
 
@@ -126,9 +159,9 @@ def log_penalties(model, enabled=True):
         return model
     keywords, other = _keywords(model)
     names = [DATA, *keywords, *([OTHER] if other else [])]
-    if current is not None and list(current) == names:
+    if current is not None and current.names == names:
         return model
-    _set_trackers(model, {name: keras.metrics.Mean(name=name) for name in names})
+    _set_trackers(model, _Terms(names))
     _retrace(model)
     return model
 
@@ -140,12 +173,12 @@ def _retrace(model):
 
 def _set_trackers(model, trackers):
     """Replace the model's trackers (the old ones leave `model.metrics`)."""
-    old = getattr(model, _TRACKERS, None) or {}
+    old = getattr(model, _TRACKERS, None)
     locked = model._tracker.locked
     model._tracker.unlock()
     try:
-        for tracker in old.values():
-            model._tracker.untrack(tracker)
+        if old is not None:
+            model._tracker.untrack(old)
         setattr(model, _TRACKERS, trackers)
     finally:
         if locked:
@@ -184,25 +217,24 @@ def _wrap(model):
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         total = compute_loss(x, y, y_pred, sample_weight, training=training)
-        trackers = getattr(self, _TRACKERS, None)
+        terms = getattr(self, _TRACKERS, None)
         record = _terms.current()
-        if not trackers or record is None:
+        if not terms or record is None:
             return total
         sums = _terms.totals(record)
         # every penalty as compute_loss added it (read off, not recomputed)
         extra = ops.cast(sums.pop(_EXTRA, ops.zeros(())), "float32")
         batch = ops.shape(keras.tree.flatten(x)[0])[0]
-        total32 = ops.cast(total, "float32")
-        trackers[DATA].update_state(total32 - extra, sample_weight=batch)
+        values = [ops.cast(total, "float32") - extra]
         known = ops.zeros((), "float32")
-        for name, tracker in trackers.items():
-            if name in (DATA, OTHER):
+        for name in terms.names[1:]:
+            if name == OTHER:  # always the last entry
+                values.append(extra - known)
                 continue
             value = ops.cast(sums.get(name, ops.zeros(())), "float32")
             known = known + value
-            tracker.update_state(value, sample_weight=batch)
-        if OTHER in trackers:
-            trackers[OTHER].update_state(extra - known, sample_weight=batch)
+            values.append(value)
+        terms.update_state(ops.stack(values), batch)
         return total
 
     model._aggregate_additional_loss = recorded_aggregate
