@@ -127,6 +127,12 @@ def test_step_of(model):
     return optimizer_step(optimizer)
 
 
+def model_step(model):
+    """The step of `model.optimizer` (0 for a model not compiled)."""
+    optimizer = getattr(model, "optimizer", None)
+    return 0 if optimizer is None else optimizer_step(optimizer)
+
+
 def bind(model, objects):
     """Bind scheduled `objects` (penalties, layers) to `model`'s optimizer."""
     reference = weakref.ref(model)

@@ -306,3 +306,17 @@ def test_a_subclassed_model_with_the_mixin_replays_its_schedule(tmp_path):
     )
     history, seen = train(loaded, epochs=2, initial_epoch=2)
     assert_follows_ramp(history, seen, first_step=2)
+
+
+def test_summary_and_preview_show_the_schedule_and_its_value_now():
+    model = by_keyword()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    train(model, epochs=2)
+    printed = []
+    rows = keras_regs.summary(model, print_fn=printed.append)
+    assert "PolynomialDecay(step)" in printed[0]
+    for row, kernel in zip(rows, kernels(model), strict=True):
+        expected = ramp(2) * float(np.sum(kernel**2))
+        np.testing.assert_allclose(row["value"], expected, rtol=1e-5)
+    rows = keras_regs.preview(mlp(), weight_l1=warmup(), print_fn=printed.append)
+    assert [row["value"] for row in rows] == [0.0] * 3  # step 0: not compiled

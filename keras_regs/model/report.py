@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from keras_regs import _schedule
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
 from keras_regs.model import insert, penalize
@@ -154,8 +155,9 @@ def describe(model, x=None):
     state = {key: group[0].get() for key, group in groups.items()}
     activity = [g[0] for g in groups.values() if isinstance(g[0], ActivitySlot)]
     activity = [slot for slot in activity if slot.get() is not None]
-    values = _activity_values(model, activity, x)
-    return _penalty_rows(groups, state, values) + _layer_rows(model)
+    with _schedule.stepping(lambda: _schedule.model_step(model)):
+        values = _activity_values(model, activity, x)
+        return _penalty_rows(groups, state, values) + _layer_rows(model)
 
 
 def format_rows(rows):
@@ -165,6 +167,8 @@ def format_rows(rows):
             return "-"
         if isinstance(value, float):
             return f"{value:.6g}"
+        if _schedule.is_schedule(value):
+            return f"{type(value).__name__}(step)"
         return str(value)
 
     table = [COLUMNS] + [tuple(cell(row, c) for c in COLUMNS) for row in rows]
@@ -186,7 +190,9 @@ def summary(model, x=None, print_fn=print):
     `activity`), the keyword that attached it (`(own)` for regularizers set by
     hand), its class, strength and reduction, and its current value as it reaches
     the loss. Weight penalties are evaluated on the current weights; activity
-    penalties only when `x` is given (one eager call, `training=False`).
+    penalties only when `x` is given (one eager call, `training=False`). A
+    scheduled strength shows as its schedule's class, and its value at the step
+    of the model's optimizer.
     Inserted noise and dropout layers follow, with their stddev or rate.
 
     Args:
@@ -232,7 +238,8 @@ def preview(model, *, print_fn=print, **spec):
     changes, _ = penalize.plan(model, penalties, include_bias)
     groups = {id(slots[0]): slots for slots, _ in changes}
     state = {id(slots[0]): regularizer for slots, regularizer in changes}
-    rows = _penalty_rows(groups, state, {})
+    with _schedule.stepping(lambda: _schedule.model_step(model)):
+        rows = _penalty_rows(groups, state, {})
     if layers:
         rows += _insertion_rows(model, *insert.insert(model, layers, seed))
     print_fn(format_rows(rows))
