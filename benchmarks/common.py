@@ -1,8 +1,9 @@
 """Shared by the benchmarks: interleaved timing, medians, ratios, results.json.
 
 Every benchmark times its variants side by side in one process: after a warm-up
-(compilation excluded), each round runs every variant once, in turn, so that
-drift of the machine affects all of them alike. It reports the median of the
+(compilation excluded), each round runs every variant once, in turn (each round
+starting one variant later), so that drift of the machine affects all of them
+alike. It reports the median of the
 rounds and ratios against the baseline variant, never bare seconds alone.
 """
 
@@ -26,10 +27,14 @@ def interleaved(variants, rounds=30, warmup=5):
         for run in variants.values():
             run()
     times = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
+    names = list(variants)
+    for i in range(rounds):
+        # Each round starts one variant later, so that no variant always runs
+        # right after the same other one (whose caches it would inherit).
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            run()
+            variants[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 

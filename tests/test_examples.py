@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from helpers import TESTS_DIR
@@ -52,6 +53,11 @@ def test_contractive_autoencoder_shows_a_smaller_jacobian_at_similar_error():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the demo's backend: run once per suite, in the TensorFlow pass (the other "
+    "examples run on every backend)",
+)
 def test_digits_demo_trains_all_three_variants_and_reloads_identically(tmp_path):
     output = run_example("digits.py", *SHORT["digits.py"], "--out", str(tmp_path))
     for variant in ("plain", "Keras built-ins", "regularize_model"):
