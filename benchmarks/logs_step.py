@@ -7,7 +7,7 @@ with `train_on_batch` (jit-compiled): logs on (regularize_model's default: a
 scale, logs off with three cheap compiled metrics (three more logged values, as
 the logs add). Goal: under 2% per step.
 
-    python benchmarks/logs_step.py [--rounds 60]
+    python benchmarks/logs_step.py [--rounds 300]
 """
 
 import argparse
@@ -30,7 +30,7 @@ def mlp():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 784)).astype("float32")

@@ -7,7 +7,7 @@ schedules evaluated per step, five scheduled objects), the same weights,
 interleaved. The per-term logs are off in both, so only the schedules differ.
 Goal: under 2% per step.
 
-    python benchmarks/schedule_step.py [--rounds 60]
+    python benchmarks/schedule_step.py [--rounds 300]
 """
 
 import argparse
@@ -40,7 +40,7 @@ def mlp(scheduled):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 784)).astype("float32")

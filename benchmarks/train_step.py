@@ -4,7 +4,7 @@ vs no penalty, jit-compiled, for an MLP (4 x 1024 units), a small CNN and an LST
 Goal: keras_regs / built-ins <= 1.02, and keras_regs' extra cost over no penalty
 no more than the built-ins'.
 
-    python benchmarks/train_step.py [--rounds 30]
+    python benchmarks/train_step.py [--rounds 100]
 """
 
 import argparse
@@ -105,7 +105,7 @@ def variants(build):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     for name, (build, shape) in ARCHITECTURES.items():
