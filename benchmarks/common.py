@@ -87,3 +87,22 @@ def print_table(title, medians, baseline):
     print(f"\n{title}  (median of interleaved rounds; ratio to {baseline!r})")
     for name, ratio in ratios(medians, baseline).items():
         print(f"  {name:<28} {medians[name] * 1e3:9.3f} ms   x{ratio:6.3f}")
+
+
+def train_steps(name, title, models, baseline, x, y, rounds, ratio_key):
+    """Time `train_on_batch` of each model (compiled, same weights as `baseline`),
+    interleaved; print the table and record `median_ms`, `ratio_key` and rounds."""
+    weights = models[baseline].get_weights()
+    for model in models.values():
+        model.set_weights(weights)
+    steps = {k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}
+    medians = interleaved(steps, rounds=rounds)
+    print_table(title, medians, baseline)
+    record(
+        name,
+        {
+            "median_ms": {k: v * 1e3 for k, v in medians.items()},
+            ratio_key: ratios(medians, baseline),
+            "rounds": rounds,
+        },
+    )

@@ -47,21 +47,17 @@ def main():
         ],
     )
     models.update(with_metrics)
-    weights = models["logs off"].get_weights()
-    for model in models.values():
-        model.set_weights(weights)
     logged = models["logs on"].train_on_batch(x, y, return_dict=True)
     assert {"data_loss", "weight_l2", "hidden_l1"} <= set(logged), logged
-    steps = {k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}
-    medians = common.interleaved(steps, rounds=args.rounds)
-    common.print_table("Per-term logs, MLP 4x1024, batch 128", medians, "logs off")
-    common.record(
+    common.train_steps(
         "logs/mlp4x1024",
-        {
-            "median_ms": {k: v * 1e3 for k, v in medians.items()},
-            "ratio_to_logs_off": common.ratios(medians, "logs off"),
-            "rounds": args.rounds,
-        },
+        "Per-term logs, MLP 4x1024, batch 128",
+        models,
+        "logs off",
+        x,
+        y,
+        args.rounds,
+        "ratio_to_logs_off",
     )
 
 

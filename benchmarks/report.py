@@ -102,42 +102,36 @@ def section(key, r):
             f"{r['fallback_over_closed_form']:.1f}x, {verdict(r['fallback_over_closed_form'] >= 10)}. "
             f"Goal within 1.3x of the plain step: {closed:.2f}x, {verdict(closed <= 1.3)}.",
         ]
-    elif name.startswith("logs/"):
-        ratio = r["ratio_to_logs_off"]["logs on"]
-        lines += ["| variant | median ms | / logs off |", "|---|---|---|"]
-        for variant, ms in r["median_ms"].items():
-            lines.append(
-                f"| {variant} | {ms:.3f} | {r['ratio_to_logs_off'][variant]:.3f} |"
-            )
+    elif name.startswith(("logs/", "schedules/")):
+        what, baseline, measured = (
+            ("per-term logs", "logs off", "logs on")
+            if name.startswith("logs/")
+            else ("schedules", "numbers", "schedules")
+        )
+        key = "ratio_to_" + baseline.replace(" ", "_")
+        ratio = r[key][measured]
+        lines += ratio_table(r, key, f"/ {baseline}")
         lines += [
             "",
-            f"Goal per-term logs under 2% per step: {ratio - 1:+.1%}, "
-            f"{verdict(ratio < 1.02)}. Rounds: {r['rounds']}.",
-        ]
-    elif name.startswith("schedules/"):
-        ratio = r["ratio_to_numbers"]["schedules"]
-        lines += ["| variant | median ms | / numbers |", "|---|---|---|"]
-        for variant, ms in r["median_ms"].items():
-            lines.append(
-                f"| {variant} | {ms:.3f} | {r['ratio_to_numbers'][variant]:.3f} |"
-            )
-        lines += [
-            "",
-            f"Goal schedules under 2% per step: {ratio - 1:+.1%}, "
+            f"Goal {what} under 2% per step: {ratio - 1:+.1%}, "
             f"{verdict(ratio < 1.02)}. Rounds: {r['rounds']}.",
         ]
     elif name.startswith("noise_dropout/"):
         ratio = r["ratio_to_keras"]["keras_regs GaussianNoise+BernoulliDropout"]
-        lines += ["| variant | median ms | / Keras' layers |", "|---|---|---|"]
-        for variant, ms in r["median_ms"].items():
-            lines.append(
-                f"| {variant} | {ms:.3f} | {r['ratio_to_keras'][variant]:.3f} |"
-            )
+        lines += ratio_table(r, "ratio_to_keras", "/ Keras' layers")
         lines += [
             "",
             f"Goal within 1.05x of Keras' layers: {ratio:.3f}x, {verdict(ratio <= 1.05)}.",
         ]
     return "\n".join(lines)
+
+
+def ratio_table(r, key, column):
+    """A variant / median ms / ratio table from `r["median_ms"]` and `r[key]`."""
+    lines = [f"| variant | median ms | {column} |", "|---|---|---|"]
+    for variant, ms in r["median_ms"].items():
+        lines.append(f"| {variant} | {ms:.3f} | {r[key][variant]:.3f} |")
+    return lines
 
 
 def machine(r):

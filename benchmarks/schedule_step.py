@@ -46,19 +46,15 @@ def main():
     x = rng.normal(size=(128, 784)).astype("float32")
     y = rng.integers(0, 10, size=128)
     models = common.compiled({"numbers": mlp(False), "schedules": mlp(True)})
-    weights = models["numbers"].get_weights()
-    for model in models.values():
-        model.set_weights(weights)
-    steps = {k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}
-    medians = common.interleaved(steps, rounds=args.rounds)
-    common.print_table("Schedules, MLP 4x1024, batch 128", medians, "numbers")
-    common.record(
+    common.train_steps(
         "schedules/mlp4x1024",
-        {
-            "median_ms": {k: v * 1e3 for k, v in medians.items()},
-            "ratio_to_numbers": common.ratios(medians, "numbers"),
-            "rounds": args.rounds,
-        },
+        "Schedules, MLP 4x1024, batch 128",
+        models,
+        "numbers",
+        x,
+        y,
+        args.rounds,
+        "ratio_to_numbers",
     )
 
 
