@@ -17,6 +17,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 
@@ -37,6 +38,22 @@ def interleaved(variants, rounds=30, warmup=5):
             variants[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def mlp4x1024():
+    """The MLP several benchmarks share: 784 -> 4 x Dense(1024, relu) -> 10."""
+    inputs = keras.Input((784,))
+    x = inputs
+    for _ in range(4):
+        x = keras.layers.Dense(1024, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
+def batch(size=128):
+    """A fixed batch for `mlp4x1024`: 784 normal features, 10 classes."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(size, 784)).astype("float32")
+    return x, rng.integers(0, 10, size=size)
 
 
 def compiled(models, metrics=None):

@@ -13,7 +13,6 @@ import argparse
 
 import common
 import keras
-import numpy as np
 
 import keras_regs
 
@@ -47,9 +46,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 784)).astype("float32")
-    y = rng.integers(0, 10, size=128)
+    x, y = common.batch()
 
     models = common.compiled(
         {k: contractive_model(k) for k in ("no penalty", "closed form", "jvp fallback")}

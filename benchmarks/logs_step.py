@@ -14,17 +14,12 @@ import argparse
 
 import common
 import keras
-import numpy as np
 
 import keras_regs
 
 
 def mlp():
-    inputs = keras.Input((784,))
-    x = inputs
-    for _ in range(4):
-        x = keras.layers.Dense(1024, activation="relu")(x)
-    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    model = common.mlp4x1024()
     return keras_regs.regularize_model(model, weight_l2=1e-4, hidden_l1=1e-5)
 
 
@@ -32,9 +27,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 784)).astype("float32")
-    y = rng.integers(0, 10, size=128)
+    x, y = common.batch()
     models = {"logs off": mlp(), "logs on": mlp()}
     keras_regs.log_penalties(models["logs off"], enabled=False)
     common.compiled(models)

@@ -14,7 +14,6 @@ import argparse
 
 import common
 import keras
-import numpy as np
 
 import keras_regs
 
@@ -26,11 +25,7 @@ def warmup(end):
 
 
 def mlp(scheduled):
-    inputs = keras.Input((784,))
-    x = inputs
-    for _ in range(4):
-        x = keras.layers.Dense(1024, activation="relu")(x)
-    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    model = common.mlp4x1024()
     values = {"weight_l2": 1e-4, "hidden_l1": 1e-5, "hidden_dropout": 0.1}
     if scheduled:
         values = {k: warmup(v) for k, v in values.items()}
@@ -42,9 +37,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 784)).astype("float32")
-    y = rng.integers(0, 10, size=128)
+    x, y = common.batch()
     models = common.compiled({"numbers": mlp(False), "schedules": mlp(True)})
     common.train_steps(
         "schedules/mlp4x1024",

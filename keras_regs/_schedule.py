@@ -44,22 +44,19 @@ def check(value, name, check_number):
     lambda, another class) is refused before it is ever called.
     """
     if isinstance(value, dict):
-        received = value
+        config, value = value, None
         try:
-            value = keras.optimizers.schedules.deserialize(value)
+            value = keras.optimizers.schedules.deserialize(config)
         except (KeyError, TypeError, ValueError) as error:
-            raise TypeError(
-                f"Invalid type for argument `{name}`. Expected a number or a "
-                "keras.optimizers.schedules.LearningRateSchedule (or its config). "
-                f"Received: {name}={received!r}"
-            ) from error
+            problem = error
+        else:
+            problem = None
         if not is_schedule(value):
             raise TypeError(
                 f"Invalid type for argument `{name}`. Expected a number or a "
                 "keras.optimizers.schedules.LearningRateSchedule (or its config). "
-                f"Received: {name}={received!r}"
-            )
-        return value
+                f"Received: {name}={config!r}"
+            ) from problem
     if is_schedule(value):
         return value
     return check_number(value, name)
@@ -103,34 +100,29 @@ def optimizer_step(optimizer, iterations=None):
     return iterations
 
 
-def train_step_of(model, args):
-    """The optimizer's step inside `model.train_step(*args)`."""
+def model_step(model):
+    """The step of `model.optimizer` (0 for a model not compiled)."""
     optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return 0
-    if _backend.backend() == "jax" and args:
-        # train_step(state, data): state[2] holds the optimizer's variables.
-        variables = args[0][2]
-        for i, variable in enumerate(optimizer.variables):
+    return 0 if optimizer is None else optimizer_step(optimizer)
+
+
+def train_step_of(model, args):
+    """The optimizer's step inside `model.train_step(*args)`: on JAX, from the
+    optimizer's variables in the step's state (`args[0][2]`)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and _backend.backend() == "jax" and args:
+        for variable, value in zip(optimizer.variables, args[0][2], strict=True):
             if variable is optimizer._iterations:
-                return optimizer_step(optimizer, variables[i])
-    return optimizer_step(optimizer)
+                return optimizer_step(optimizer, value)
+    return model_step(model)
 
 
 def test_step_of(model):
     """The optimizer's step inside `model.test_step` (JAX: read from the host)."""
     optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return 0
-    if _backend.backend() == "jax":
+    if optimizer is not None and _backend.backend() == "jax":
         return optimizer_step(optimizer, _backend.host_value(optimizer._iterations))
-    return optimizer_step(optimizer)
-
-
-def model_step(model):
-    """The step of `model.optimizer` (0 for a model not compiled)."""
-    optimizer = getattr(model, "optimizer", None)
-    return 0 if optimizer is None else optimizer_step(optimizer)
+    return model_step(model)
 
 
 def bind(model, objects):
@@ -148,9 +140,8 @@ def value(amount, owner, name):
     if step is None:
         reference = getattr(owner, _BOUND, None)
         model = reference() if reference is not None else None
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is not None:
-            step = optimizer_step(optimizer)
+        if getattr(model, "optimizer", None) is not None:
+            step = model_step(model)
         else:
             if not getattr(owner, "_keras_regs_warned", False):
                 object.__setattr__(owner, "_keras_regs_warned", True)

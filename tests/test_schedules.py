@@ -142,6 +142,15 @@ def test_validation_and_evaluate_use_the_optimizer_step():
         np.testing.assert_allclose(result["weight_l2"], expected, rtol=1e-5)
 
 
+def trained_and_reloaded(model, epochs, tmp_path):
+    """`model` compiled, trained `epochs` steps, saved to `.keras` and loaded."""
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    train(model, epochs=epochs)
+    path = str(tmp_path / "scheduled.keras")
+    model.save(path)
+    return keras.saving.load_model(path)
+
+
 @pytest.mark.slow
 def test_saved_and_loaded_model_resumes_the_schedule_at_its_step(tmp_path):
     keras.utils.set_random_seed(0)
@@ -149,12 +158,7 @@ def test_saved_and_loaded_model_resumes_the_schedule_at_its_step(tmp_path):
     uninterrupted.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     straight, _ = train(uninterrupted, epochs=6)
 
-    model = by_keyword()
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    train(model, epochs=3)
-    path = str(tmp_path / "warm.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = trained_and_reloaded(by_keyword(), 3, tmp_path)
     assert int(to_numpy(loaded.optimizer.iterations)) == 3
     keras_regs.log_penalties(loaded)
     history, seen = train(loaded, epochs=3, initial_epoch=3)
@@ -163,12 +167,7 @@ def test_saved_and_loaded_model_resumes_the_schedule_at_its_step(tmp_path):
 
 
 def test_a_loaded_model_not_yet_connected_warns_and_reads_step_0(tmp_path):
-    model = by_keyword()
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    train(model, epochs=2)
-    path = str(tmp_path / "warm.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = trained_and_reloaded(by_keyword(), 2, tmp_path)
     with pytest.warns(UserWarning, match=r"log_penalties\(model\)"):
         assert [float(to_numpy(loss)) for loss in loaded.losses] == [0.0] * 3
     keras_regs.log_penalties(loaded)
@@ -294,11 +293,7 @@ def test_a_subclassed_model_with_the_mixin_replays_its_schedule(tmp_path):
     model = Net()
     model(X)
     keras_regs.regularize_model(model, weight_l2=warmup())
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    train(model, epochs=2)
-    path = str(tmp_path / "net.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = trained_and_reloaded(model, 2, tmp_path)
     keras_regs.log_penalties(loaded)
     strength = loaded.hidden.kernel_regularizer.penalties["weight_l2"].strength
     assert keras.optimizers.schedules.serialize(strength) == (
