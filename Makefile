@@ -22,7 +22,7 @@ all: test
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,demo,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,docs,hub]"
 	touch $@
 
 $(TORCH_STAMP): $(STAMP)

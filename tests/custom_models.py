@@ -50,3 +50,26 @@ class NetWithFromConfig(keras_regs.RegularizationMixin, keras.Model):
         config = dict(config)
         config["activation"] = keras.activations.deserialize(config["activation"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_regs_tests")
+class Block(keras.layers.Layer):
+    """A user's composite layer: builds its sublayers from its own arguments."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.inner = keras.layers.Dense(self.units, name="inner")
+        self.norm = keras.layers.LayerNormalization(name="norm")
+        self.proj = keras.layers.Dense(input_shape[-1], name="proj")
+        self.inner.build(input_shape)
+        self.norm.build((*input_shape[:-1], self.units))
+        self.proj.build((*input_shape[:-1], self.units))
+
+    def call(self, x):
+        return x + self.proj(keras.activations.gelu(self.norm(self.inner(x))))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

@@ -93,6 +93,8 @@ def snapshot(model, x, seeds=True):
     config, the weights (and with `seeds`, the noise and dropout layers' random
     state), `model.losses` after an inference call on `x`, and the predictions."""
     predictions = keras.tree.map_structure(to_numpy, model(x, training=False))
+    if isinstance(predictions, dict):  # a KerasHub backbone's named outputs
+        predictions = [predictions[key] for key in sorted(predictions)]
     return {
         "config": json.loads(model.to_json()),
         "variables": [to_numpy(v) for v in model.weights]
@@ -122,15 +124,23 @@ def assert_snapshots_equal(a, b, config=True):
 
 
 def save_inputs(path, x):
-    """`x` (an array or a list of arrays) as an .npz file, without pickle."""
+    """`x` (an array, a list of arrays or a dict of arrays) as an .npz file,
+    without pickle."""
+    if isinstance(x, dict):
+        np.savez(path, **{f"key_{k}": v for k, v in x.items()}, kind="dict")
+        return
     arrays = list(x) if isinstance(x, (list, tuple)) else [x]
-    np.savez(path, *arrays, is_list=isinstance(x, (list, tuple)))
+    kind = "list" if isinstance(x, (list, tuple)) else "array"
+    np.savez(path, *arrays, kind=kind)
 
 
 def load_inputs(path):
     data = np.load(path)
+    kind = str(data["kind"])
+    if kind == "dict":
+        return {k[len("key_") :]: data[k] for k in data.files if k.startswith("key_")}
     arrays = [data[f"arr_{i}"] for i in range(len(data.files) - 1)]
-    return arrays if bool(data["is_list"]) else arrays[0]
+    return arrays if kind == "list" else arrays[0]
 
 
 _LOADER = textwrap.dedent(

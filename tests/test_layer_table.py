@@ -223,8 +223,20 @@ def test_nested_models_are_walked_and_a_shared_layer_counts_once():
     )
 
 
-def test_simple_rnn_activity_penalty_is_reported_as_not_saved():
+def test_simple_rnn_activity_penalty_is_kept_through_the_record(tmp_path):
+    """SimpleRNN's config drops `activity_regularizer`: the model records the call."""
     inputs = keras.Input((5, 4))
     model = keras.Model(inputs, L.Dense(1)(L.SimpleRNN(3, name="rnn")(inputs)))
-    with pytest.warns(UserWarning, match="rnn counts in training but is lost on save"):
-        keras_regs.regularize_model(model, hidden_l1=0.1)
+    keras_regs.regularize_model(model, hidden_l1=0.1)
+    assert "keras_regs" in model.get_config()
+    x = data(model)
+    model(x)
+    model.save(tmp_path / "rnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "rnn.keras")
+    assert loaded.get_layer("rnn").activity_regularizer is not None
+    loaded(x)
+    np.testing.assert_allclose(
+        [float(to_numpy(v)) for v in loaded.losses],
+        [float(to_numpy(v)) for v in model.losses],
+        rtol=1e-6,
+    )

@@ -277,7 +277,7 @@ def test_summary_lists_every_penalty_with_its_value():
     )
 
 
-def test_frozen_and_unsupported_layers_are_reported():
+def test_frozen_and_undeclared_layers_are_reported():
     class Custom(keras.layers.Layer):
         def build(self, shape):
             self.w = self.add_weight(shape=(shape[-1], 3), name="w")
@@ -291,9 +291,20 @@ def test_frozen_and_unsupported_layers_are_reported():
     model = keras.Model(inputs, outputs)
     with pytest.warns(UserWarning) as record:
         keras_regs.regularize_model(model, weight_l2=0.1, hidden_l1=0.1)
-    messages = " ".join(str(w.message) for w in record)
-    assert "custom/w" in messages and "not attached" in messages
-    assert "frozen layers (frozen)" in messages
+    messages = [str(w.message) for w in record]
+    (undeclared,) = [m for m in messages if "register_layer" in m]
+    assert undeclared.splitlines()[-1] == "  custom (Custom): w"
+    (frozen,) = [m for m in messages if "frozen" in m]
+    assert frozen.splitlines()[1:] == ["  frozen: kernel"]
+    # the custom layer's weight counts, the frozen one does not
+    w = to_numpy(model.get_layer("custom").w)
+    out = to_numpy(model.layers[-1].kernel)
+    counted = sum(
+        float(to_numpy(v.regularizer(v)))
+        for v in model.trainable_weights
+        if v.regularizer is not None
+    )
+    np.testing.assert_allclose(counted, 0.1 * (np.sum(w**2) + np.sum(out**2)), 1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         keras_regs.regularize_model(mlp(), weight_l2=0.1)
@@ -311,10 +322,10 @@ def test_subclassed_models_get_penalties_and_a_clear_refusal_for_insertion():
 
     model = Net()
     model(X)
-    with pytest.warns(UserWarning, match=r"subclassed model \(Net\).*weight_l2"):
-        keras_regs.regularize_model(
-            model, weight_l2=0.1, hidden_l1={"strength": 0.1, "pattern": "hidden"}
-        )
+    keras_regs.regularize_model(
+        model, weight_l2=0.1, hidden_l1={"strength": 0.1, "pattern": "hidden"}
+    )
+    assert "keras_regs" in model.get_config()  # the call is recorded
     kernel = to_numpy(model.hidden.kernel)
     out_kernel = to_numpy(model.out.kernel)
     h = np.tanh(X @ kernel + to_numpy(model.hidden.bias))

@@ -58,8 +58,10 @@ def test_keras_file_keeps_the_penalties_in_a_fresh_process(tmp_path):
     )
     assert_snapshots_equal(before["mixin"], after[0])
     assert len(after[0]["losses"]) == 3
-    # Without the mixin the weights come back and the penalties do not.
-    assert len(before["plain"]["losses"]) == 3 and after[1]["losses"] == []
+    # Without the mixin too: regularize_model recorded its call in the config
+    # (the model's class became keras_regs' subclass of PlainNet), replayed on load.
+    assert_snapshots_equal(before["plain"], after[1])
+    assert len(after[1]["losses"]) == 3
 
 
 def test_loaded_model_trains_with_the_penalties(tmp_path):
@@ -128,21 +130,31 @@ def test_later_calls_replace_and_strip_forgets(tmp_path):
     assert keras.saving.load_model(tmp_path / "stripped.keras").losses == []
 
 
-def test_plain_subclassed_model_warns_what_is_lost():
+def test_plain_subclassed_model_keeps_its_penalties_through_the_record():
+    """No warning, no mixin: the call is recorded in the config, and the model
+    stays a PlainNet (its class is a keras_regs subclass of PlainNet)."""
     keras.backend.clear_session()
     model = PlainNet()
     model(X)
-    with pytest.warns(UserWarning) as record:
-        keras_regs.regularize_model(model, **SPEC)
-    message = str(record[0].message)
-    assert "PlainNet" in message and "weight_l2, hidden_l1" in message
-    assert "keras_regs.RegularizationMixin" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        keras.backend.clear_session()
-        model = Net()
-        model(X)
         keras_regs.regularize_model(model, **SPEC)
+    assert isinstance(model, PlainNet) and type(model).__name__ == "PlainNet"
+    record = model.get_config()["keras_regs"]
+    assert record["class"]["registered_name"] == "keras_regs_tests>PlainNet"
+    assert [call["weight_l2"]["strength"] for call in record["calls"]] == [0.1]
+    copy = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model)
+    )
+    copy(X)  # built at its first call, which replays the record
+    copy.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        sum(float(to_numpy(loss)) for loss in copy.losses),
+        expected_penalties(copy, X),
+        rtol=1e-5,
+    )
+    keras_regs.strip_regularization(model)
+    assert type(model) is PlainNet and "keras_regs" not in model.get_config()
 
 
 def test_a_class_with_its_own_from_config_keeps_the_record(tmp_path):
@@ -170,15 +182,22 @@ def test_fit_right_after_from_config_trains_with_the_penalties():
         np.testing.assert_allclose(loss, data + expected_penalties(copy, X), rtol=1e-4)
 
 
-def test_penalties_inside_a_nested_subclassed_model_warn():
+def test_penalties_inside_a_nested_subclassed_model_are_recorded(tmp_path):
+    """The nested model's config does not list its layers: the outer model
+    records the call, and a reload has every penalty."""
     keras.backend.clear_session()
     inner = PlainNet(name="inner")
     x_in = keras.Input((5,))
     outer = keras.Model(x_in, keras.layers.Dense(1, name="head")(inner(x_in)))
-    with pytest.warns(UserWarning, match=r"subclassed model\(s\) 'inner', nested"):
-        keras_regs.regularize_model(outer, weight_l2=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        keras_regs.regularize_model(
-            outer, weight_l2={"strength": 0.1, "pattern": "head"}
-        )
+        keras_regs.regularize_model(outer, weight_l2=0.1)
+    assert "keras_regs" in outer.get_config()
+    outer.save(tmp_path / "outer.keras")
+    loaded = keras.saving.load_model(tmp_path / "outer.keras")
+    assert len(loaded.losses) == 3
+    np.testing.assert_allclose(
+        sorted(float(to_numpy(loss)) for loss in loaded.losses),
+        sorted(float(to_numpy(loss)) for loss in outer.losses),
+        rtol=1e-6,
+    )

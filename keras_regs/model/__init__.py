@@ -5,12 +5,14 @@ from keras_regs.model.loss import regularization_loss
 from keras_regs.model.mixin import RegularizationMixin
 from keras_regs.model.regularize import regularize_model, strip_regularization
 from keras_regs.model.report import preview, summary
+from keras_regs.model.slots import register_layer
 
 __all__ = [
     "log_penalties",
     "RegularizationMixin",
     "preview",
     "regularization_loss",
+    "register_layer",
     "regularize_model",
     "strip_regularization",
     "summary",

@@ -19,6 +19,8 @@ class LayerInfo:
     is_output: bool | None
     prefix: str = ""  # the enclosing nested models' names: "inner/"
     wrapper: keras.layers.Layer | None = None  # the Contractive wrapping `layer`
+    listed: bool = True  # the layer's own config is saved (see `lists_layers`)
+    model: keras.Model | None = None  # the model whose graph calls it
 
     @property
     def path(self):
@@ -44,6 +46,22 @@ def check_model(model, name="model"):
 def has_graph(model):
     """Functional and Sequential models have a graph; subclassed ones do not."""
     return isinstance(model, (keras.Sequential, keras.Function))
+
+
+def lists_layers(model):
+    """Whether `model`'s config lists its layers, each with its own config.
+
+    Plain Functional and Sequential models do. A subclass that writes its own
+    config (a KerasHub backbone or task: its constructor arguments) and a
+    subclassed model do not: loading builds their layers anew.
+    """
+    from keras_regs import _keras
+
+    if isinstance(model, keras.Sequential):
+        return _keras.same_method(model, keras.Sequential, "get_config")
+    if isinstance(model, keras.Function):
+        return _keras.same_method(model, _keras.FUNCTIONAL, "get_config")
+    return False
 
 
 def inserted_by(layer):
@@ -92,10 +110,12 @@ def walk(model):
     """
     seen, infos = set(), []
 
-    def visit(current, indices, prefix):
+    def visit(current, indices, prefix, listed):
         """`indices`: which of `current`'s outputs are outer outputs (None: unknown,
-        a subclassed parent); an empty set when none is."""
+        a subclassed parent); an empty set when none is. `listed`: whether the
+        configs of `current`'s layers are saved."""
         graph = has_graph(current)
+        listed = listed and lists_layers(current)
         outputs = {}
         if graph and indices is not None and indices:
             outputs = output_operations(current, indices)
@@ -108,11 +128,100 @@ def walk(model):
             if graph and indices is not None:
                 used = outputs.get(id(inner), set())
             if isinstance(layer, keras.Model):
-                visit(layer, used, f"{prefix}{layer.name}/")
+                visit(layer, used, f"{prefix}{layer.name}/", listed)
             elif not isinstance(layer, keras.layers.InputLayer):
                 is_output = None if used is None else bool(used)
                 wrapper = layer if inner is not layer else None
-                infos.append(LayerInfo(inner, is_output, prefix, wrapper))
+                infos.append(
+                    LayerInfo(inner, is_output, prefix, wrapper, listed, current)
+                )
 
-    visit(model, set(range(len(model.outputs))) if has_graph(model) else None, "")
+    outputs = set(range(len(model.outputs))) if has_graph(model) else None
+    visit(model, outputs, "", True)
     return infos
+
+
+# What may follow a layer inside its block: its output is the block's output
+# only after these (Conv -> BatchNormalization -> ReLU, Dense -> LayerNorm -> GELU).
+BLOCK_TAIL = tuple(
+    cls
+    for cls in (
+        getattr(keras.layers, name, None)
+        for name in (
+            "BatchNormalization",
+            "LayerNormalization",
+            "GroupNormalization",
+            "UnitNormalization",
+            "RMSNormalization",
+            "Activation",
+            "ReLU",
+            "LeakyReLU",
+            "PReLU",
+            "ELU",
+            "Softmax",
+        )
+    )
+    if cls is not None
+)
+
+
+def _consumers(model):
+    """`{id(tensor): [node, ...]}`: the calls of `model`'s graph taking each tensor."""
+    from keras_regs import _keras
+
+    found = {}
+    for node in _keras.graph_nodes(model):
+        for tensor in _keras.node_inputs(node):
+            found.setdefault(id(tensor), []).append(node)
+    return found
+
+
+def block_end(model, layer, consumers=None):
+    """The last layer of `layer`'s block in `model`'s graph: follow the chain of
+    normalization and activation layers (`BLOCK_TAIL`) that take only its output,
+    each called once, and that output is used by nothing else. `layer` itself
+    when no such layer follows (or `model` has no graph)."""
+    if model is None or not has_graph(model):
+        return layer
+    from keras_regs import _keras
+
+    consumers = _consumers(model) if consumers is None else consumers
+    nodes = {id(n) for n in _keras.graph_nodes(model)}
+    outputs = {id(t) for t in model.outputs}
+
+    def single_call(operation):
+        calls = [n for n in operation._inbound_nodes if id(n) in nodes]
+        return calls[0] if len(calls) == 1 else None
+
+    end = probe = layer
+    while True:
+        call = single_call(probe)
+        if call is None:
+            return unwrap(end)
+        produced = _keras.node_outputs(call)
+        if len(produced) != 1 or id(produced[0]) in outputs:
+            return unwrap(end)
+        users = consumers.get(id(produced[0]), [])
+        if len(users) != 1 or len(_keras.node_inputs(users[0])) != 1:
+            return unwrap(end)
+        follower = users[0].operation
+        if inserted_by(follower) is not None and not isinstance(follower, Contractive):
+            probe = follower  # inserted by an earlier call: look through it
+            continue
+        if not isinstance(unwrap(follower), BLOCK_TAIL):
+            return unwrap(end)
+        end = probe = follower
+
+
+def hidden_ends(infos):
+    """`{id(layer): info of its block's end}` for the walked layers."""
+    by_layer = {id(info.layer): info for info in infos}
+    cache, ends = {}, {}
+    for info in infos:
+        model = info.model
+        if model is not None and has_graph(model) and id(model) not in cache:
+            cache[id(model)] = _consumers(model)
+        start = info.wrapper or info.layer
+        end = block_end(model, start, cache.get(id(model)))
+        ends[id(info.layer)] = by_layer.get(id(end), info)
+    return ends

@@ -17,12 +17,21 @@ import zlib
 
 import keras
 
+from keras_regs import _keras
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.bernoulli_dropout import BernoulliDropout
 from keras_regs.layers.contractive import Contractive, differentiable_input
 from keras_regs.layers.gaussian_noise import GaussianNoise
-from keras_regs.model.graph import anchor_of, has_graph, inserted_by, unwrap, walk
-from keras_regs.model.slots import KERNEL, unsupported_weights, weight_slots
+from keras_regs.model.graph import (
+    anchor_of,
+    has_graph,
+    hidden_ends,
+    inserted_by,
+    lists_layers,
+    unwrap,
+    walk,
+)
+from keras_regs.model.slots import owns_kernel
 
 CLASSES = {"noise": GaussianNoise, "dropout": BernoulliDropout}
 # The wrapper first (it replaces the layer's call), then noise, then dropout.
@@ -45,11 +54,6 @@ def _layer_seed(seed, name):
 
 def _input_layers(model):
     return [t._keras_history.operation for t in model.inputs]
-
-
-def _owns_kernel(layer):
-    slots = weight_slots(layer) or []
-    return any(s.kind == KERNEL for s in slots) or bool(unsupported_weights(layer))
 
 
 def _refuse_subclassed(model, argument):
@@ -93,9 +97,14 @@ def select_anchors(model, requests):
         elif request.role == "input":
             anchors = inputs
         elif request.role == "hidden":
-            anchors = [
-                i.layer for i in infos if not i.is_output and _owns_kernel(i.layer)
-            ]
+            # after the block the layer ends: Conv -> BN -> ReLU -> here
+            ends = hidden_ends(infos)
+            anchors = []
+            for info in infos:
+                end = ends[id(info.layer)]
+                if not end.is_output and owns_kernel(info.layer, info.listed):
+                    if end.layer not in anchors:
+                        anchors.append(end.layer)
         else:
             anchors = [i.layer for i in infos if i.is_output]
         if not anchors:
@@ -181,6 +190,7 @@ class _Builder:
         self.names = {layer.name for layer in _every_layer(model)}
         self.updates = []  # (layer, {attribute: value}): set once the rebuild worked
         self.wrappers = {}  # id(layer) -> its Contractive wrapper in the new graph
+        self.replaced = []  # (model, inputs, outputs): graphs to set in place
 
     def _unique(self, name):
         candidate, n = name, 0
@@ -259,6 +269,7 @@ class _Builder:
     def _rebuild(self, model):
         if isinstance(model, keras.Sequential):
             return self._sequential(model)
+        in_place = not lists_layers(model)  # a KerasHub backbone or task
         new_inputs = keras.tree.map_structure(
             lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name),
             model.input,
@@ -288,6 +299,15 @@ class _Builder:
         def clone_function(layer):
             return self.rebuild(layer) if isinstance(layer, keras.Model) else layer
 
+        if in_place:
+            # Its class builds its graph from constructor arguments: it keeps its
+            # class, attributes and methods (`backbone`, `generate`), and gets
+            # the new nodes as the same object.
+            outputs = _keras.run_through_graph(
+                model, new_inputs, clone_function, call_function
+            )
+            self.replaced.append((model, new_inputs, outputs))
+            return model
         return keras.models.clone_model(
             model,
             input_tensors=new_inputs,
@@ -341,11 +361,56 @@ def _every_layer(model):
         yield from _input_layers(model)
 
 
+class Pending:
+    """What a rebuild changes on existing objects, applied once all else worked:
+    new values of reused inserted layers (`attributes`: `(layer, {name: value})`)
+    and new graphs of models that keep their class (`graphs`)."""
+
+    def __init__(self, attributes=(), graphs=()):
+        self.attributes, self.graphs = list(attributes), list(graphs)
+        self._undo = []
+
+    def __bool__(self):
+        return bool(self.attributes or self.graphs)
+
+    def apply(self):
+        try:
+            for layer, values in self.attributes:
+                old = {name: getattr(layer, name) for name in values}
+                for name, value in values.items():
+                    setattr(layer, name, value)
+                self._undo.append(lambda layer=layer, old=old: _set(layer, old))
+            # the innermost model first: an outer graph calls the inner model
+            for model, inputs, outputs in reversed(self.graphs):
+                state = _keras.replace_graph(model, inputs, outputs, _removable)
+                self._undo.append(
+                    lambda model=model, state=state: _keras.restore_graph(model, state)
+                )
+        except BaseException:
+            self.undo()
+            raise
+
+    def undo(self):
+        while self._undo:
+            self._undo.pop()()
+
+
+def _set(layer, values):
+    for name, value in values.items():
+        setattr(layer, name, value)
+
+
+def _removable(layer):
+    return inserted_by(layer) is not None
+
+
 def insert(model, requests, seed):
     """The model with the requested layers inserted (replacing earlier ones).
 
-    Returns `(new_model, updates)`: `updates` are `(layer, value)` pairs for reused
-    inserted layers, to assign once everything else has succeeded.
+    Returns `(new_model, pending)`: `pending` (a `Pending`) holds the changes to
+    existing objects, to apply once everything else has succeeded. A model whose
+    class builds its own graph (a KerasHub backbone or task) is its own
+    `new_model`: it gets its new graph from `pending.apply()`.
     """
     requested = {request.argument for request in requests}
     plan = select_anchors(model, requests)
@@ -370,11 +435,15 @@ def insert(model, requests, seed):
     for insertions in plan.values():
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))
     builder = _Builder(model, plan, seed, existing)
-    return builder.rebuild(model), builder.updates
+    result = builder.rebuild(model)
+    return result, Pending(builder.updates, builder.replaced)
 
 
 def strip(model):
     """The model without any inserted layer (the same model if it has none)."""
     if not existing_insertions(model):
         return model
-    return _Builder(model, {}, 0, {}).rebuild(model)
+    builder = _Builder(model, {}, 0, {})
+    result = builder.rebuild(model)
+    Pending(graphs=builder.replaced).apply()
+    return result

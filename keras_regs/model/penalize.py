@@ -6,7 +6,7 @@ import warnings
 import keras
 
 from keras_regs import _schedule
-from keras_regs.model.graph import inserted_by, walk
+from keras_regs.model.graph import hidden_ends, inserted_by, walk
 from keras_regs.model.slots import (
     BIAS,
     KERNEL,
@@ -14,7 +14,6 @@ from keras_regs.model.slots import (
     ActivitySlot,
     activity_slots,
     returns_sequences,
-    unsupported_weights,
     weight_slots,
 )
 from keras_regs.regularizers._sequence import SequencePenalty
@@ -37,32 +36,63 @@ def _weight_matches(pattern, info, path):
     return _matches(pattern, path, full)
 
 
-def _select_weights(infos, slots_of, request, include_bias):
-    """The weight slots a weight penalty goes on, and the weights it cannot reach."""
+def _has_glob(text):
+    return any(c in text for c in "*?[")
+
+
+def _names_weight(pattern):
+    """Whether the pattern ends in a weight's own name (`*/gamma`, `bn/beta`)."""
+    return "/" in pattern and not _has_glob(pattern.rsplit("/", 1)[1])
+
+
+def _slot_matches(pattern, info, slot):
+    """By the variable's path, or by the name or path of the layer that owns it
+    (a sublayer of a composite layer) or of the walked layer."""
+    layer = slot.layer
+    return (
+        _weight_matches(pattern, info, slot.path)
+        or _layer_matches(pattern, info)
+        or _matches(
+            pattern, layer.name, layer.path or "", info.prefix + (layer.path or "")
+        )
+    )
+
+
+def _select_weights(infos, slots_of, request, include_bias, trainable):
+    """The weight slots a weight penalty goes on, the frozen weights it would
+    have reached (skipped: Keras adds no penalty for them), and the layers its
+    pattern names that have no weight it applies to."""
     kinds = {KERNEL, BIAS} if include_bias else {KERNEL}
-    selected, unreachable = [], []
+    selected, frozen, named = [], [], []
     for info in infos:
-        slots = slots_of[id(info.layer)]
-        if slots is None:
-            for variable in unsupported_weights(info.layer):
-                if request.pattern is None or (
-                    _weight_matches(request.pattern, info, variable.path)
-                    or _layer_matches(request.pattern, info)
-                ):
-                    unreachable.append((info.layer, variable))
-            continue
-        for slot in slots:
+        for slot in slots_of[id(info.layer)]:
             if request.pattern is None:
                 chosen = slot.kind in kinds
             else:
                 by_path = _weight_matches(request.pattern, info, slot.path)
-                by_layer = _layer_matches(request.pattern, info) and (
-                    slot.kind in kinds or slot.kind == NORMALIZATION
+                by_layer = _slot_matches(request.pattern, info, slot)
+                if by_layer and not by_path:
+                    named.append(slot.layer)
+                # a pattern narrows where; the kinds stay kernels (biases with
+                # include_bias), unless it names the weight ("*/gamma") or names
+                # a normalization layer exactly ("bn")
+                chosen = (by_path or by_layer) and (
+                    slot.kind in kinds
+                    or (by_path and _names_weight(request.pattern))
+                    or (
+                        slot.kind == NORMALIZATION
+                        and request.pattern in (slot.layer.name, slot.layer.path)
+                    )
                 )
-                chosen = by_path or by_layer
-            if chosen:
+            if not chosen:
+                continue
+            if id(slot.variable) in trainable:
                 selected.append(slot)
-    return selected, unreachable
+            else:
+                frozen.append(slot)
+        if request.pattern is not None and _layer_matches(request.pattern, info):
+            named.append(info.layer)
+    return selected, frozen, named
 
 
 def _returns_state(layer):
@@ -123,7 +153,9 @@ def _select_activity(infos, slots_of, request):
     infos = [i for i in infos if inserted_by(i.layer) is None]
     if request.pattern is not None:
         return [
-            ActivitySlot(i.layer) for i in infos if _layer_matches(request.pattern, i)
+            ActivitySlot(i.layer, listed=i.listed)
+            for i in infos
+            if _layer_matches(request.pattern, i)
         ]
     if any(info.is_output is None for info in infos):
         raise ValueError(
@@ -132,14 +164,14 @@ def _select_activity(infos, slots_of, request):
             f"Give a pattern: {request.argument}={{'strength': "
             f"{request.strength}, 'pattern': 'dense_*'}}."
         )
-    hidden = []
+    hidden, ends = [], hidden_ends(infos)
     for info in infos:
-        slots = slots_of[id(info.layer)] or []
-        owns_kernel = any(s.kind == KERNEL for s in slots) or unsupported_weights(
-            info.layer
-        )
-        if owns_kernel and not info.is_output:
-            hidden.append(ActivitySlot(info.layer))
+        slots = slots_of[id(info.layer)]
+        owns_kernel = any(s.kind == KERNEL and s.variable.trainable for s in slots)
+        end = ends[id(info.layer)]  # the block's output: after its BN and ReLU
+        if owns_kernel and not end.is_output:
+            if all(slot.layer is not end.layer for slot in hidden):
+                hidden.append(ActivitySlot(end.layer, listed=end.listed))
     return hidden
 
 
@@ -164,10 +196,11 @@ def _check_groups(request, selected, groups):
 def slot_groups(model):
     """The walked layers, each layer's weight slots, and every slot by group."""
     infos = walk(model)
-    slots_of = {id(info.layer): weight_slots(info.layer) for info in infos}
+    slots_of = {id(info.layer): weight_slots(info.layer, info.listed) for info in infos}
     groups = {}
     for info in infos:
-        for slot in [*(slots_of[id(info.layer)] or []), *activity_slots(info.layer)]:
+        activity = activity_slots(info.layer, info.listed)
+        for slot in [*slots_of[id(info.layer)], *activity]:
             groups.setdefault(slot.group, []).append(slot)
     return infos, slots_of, groups
 
@@ -180,19 +213,21 @@ def plan(model, requests, include_bias):
     changes are applied.
     """
     infos, slots_of, groups = slot_groups(model)
+    trainable = {id(v) for v in model.trainable_weights}
     state = {key: group[0].get() for key, group in groups.items()}
     notes = []
     for request in requests:
         activity = request.cls.target == "activity"
+        frozen = []
         if activity:
             selected = _select_activity(infos, slots_of, request)
-            unreachable = []
         else:
-            selected, unreachable = _select_weights(
-                infos, slots_of, request, include_bias
+            selected, frozen, named = _select_weights(
+                infos, slots_of, request, include_bias, trainable
             )
+            _check_reachable(request, selected, frozen, named)
             _check_groups(request, selected, groups)
-        if not selected and not unreachable:
+        if not selected:
             raise ValueError(
                 f"Invalid value for argument `{request.argument}`: "
                 + (
@@ -203,7 +238,7 @@ def plan(model, requests, include_bias):
                 )
                 + f" Received: {request.argument}={request.value!r}"
             )
-        notes.extend(_notes(request, selected, unreachable))
+        notes.extend(_notes(request, selected, frozen))
         strength = request.strength
         if request.reduction == "mean":
             strength = _schedule.divided(strength, len(selected))
@@ -241,29 +276,70 @@ def _check_keepable(request, slot, current):
     )
 
 
-def _notes(request, selected, unreachable):
-    if unreachable:
-        names = ", ".join(
-            f"{v.path} ({type(layer).__name__})" for layer, v in unreachable
-        )
-        yield (
-            f"keras_regs: `{request.argument}` was not attached to {names}: the "
-            "layer class has no config attribute that would save a penalty on "
-            "that weight. Regularize it by hand, or add the layer to "
-            "keras_regs.model.slots.TABLE."
-        )
-    dropped = [s.owner.name for s in selected if not getattr(s, "saved", True)]
-    if dropped:
-        yield (
-            f"keras_regs: `{request.argument}` on {', '.join(dropped)} counts in "
-            "training but is lost on save: SimpleRNN's config drops "
-            "`activity_regularizer`."
-        )
-    frozen = sorted({s.layer.name for s in selected if not s.layer.trainable})
+def _check_reachable(request, selected, frozen, named):
+    """A spec that reaches only frozen weights, or a pattern that names only
+    layers without a weight it applies to, is refused, naming the layers."""
+    if selected:
+        return
     if frozen:
+        layers = sorted({slot.layer.path or slot.layer.name for slot in frozen})
+        raise ValueError(
+            f"Invalid value for argument `{request.argument}`: it would reach only "
+            f"frozen weights (trainable=False), which Keras adds no penalty for, "
+            f"in layer(s) {', '.join(repr(n) for n in layers)}. Unfreeze them, or "
+            f"select trainable weights. Received: {request.argument}="
+            f"{request.value!r}"
+        )
+    if named:
+        layers = sorted({f"{layer.name!r} ({type(layer).__name__})" for layer in named})
+        raise ValueError(
+            f"Invalid value for argument `{request.argument}`: the pattern "
+            f"{request.pattern!r} matches layer(s) {', '.join(layers)}, which have "
+            f"no trainable weight that {request.cls.__name__} applies to (kernels; "
+            "biases with include_bias=True). Received: "
+            f"{request.argument}={request.value!r}"
+        )
+
+
+def _notes(request, selected, frozen):
+    undeclared = {}
+    for slot in selected:
+        if getattr(slot, "undeclared", False):
+            undeclared.setdefault(slot.layer, []).append(slot.variable.name)
+    if undeclared:
+        lines = "\n".join(
+            f"  {layer.name} ({type(layer).__name__}): {', '.join(names)}"
+            for layer, names in undeclared.items()
+        )
+        yield (
+            f"keras_regs: `{request.argument}` is on weights of layer classes "
+            "keras_regs does not know; it counts, and the model keeps it through "
+            "the record regularize_model writes into the model's config (load "
+            "after `import keras_regs`). To save it in the layer's own config "
+            "instead, declare the class with keras_regs.register_layer(cls, "
+            f"{{variable name: config attribute}}):\n{lines}"
+        )
+    if frozen:
+        by_layer = {}
+        for slot in frozen:
+            name = slot.layer.path or slot.layer.name
+            by_layer.setdefault(name, []).append(slot.variable.name)
+        lines = "\n".join(
+            f"  {layer}: {', '.join(names)}" for layer, names in by_layer.items()
+        )
+        yield (
+            f"keras_regs: `{request.argument}` skipped {len(frozen)} frozen "
+            "weight(s) (trainable=False: Keras adds no penalty for them; a LoRA "
+            f"base kernel is one):\n{lines}"
+        )
+    frozen_layers = sorted(
+        {s.layer.name for s in selected if isinstance(s, ActivitySlot)}
+        & {s.layer.name for s in selected if not s.layer.trainable}
+    )
+    if frozen_layers:
         yield (
             f"keras_regs: `{request.argument}` is attached to frozen layers "
-            f"({', '.join(frozen)}); Keras adds no penalty for a layer with "
+            f"({', '.join(frozen_layers)}); Keras adds no penalty for a layer with "
             "trainable=False until it is unfrozen."
         )
 
@@ -289,7 +365,8 @@ def _with(current, keyword, penalty):
 
 
 def apply(changes):
-    """Set every change; on any error, put every slot back and re-raise."""
+    """Set every change; on any error, put every slot back and re-raise.
+    Returns what `undo` needs to put them back later."""
     done = []
     try:
         for slots, regularizer in changes:
@@ -297,9 +374,14 @@ def apply(changes):
                 done.append((slot, slot.get()))
                 slot.set(regularizer)
     except BaseException:
-        for slot, previous in reversed(done):
-            slot.set(previous)
+        undo(done)
         raise
+    return done
+
+
+def undo(done):
+    for slot, previous in reversed(done):
+        slot.set(previous)
 
 
 def strip_changes(model):

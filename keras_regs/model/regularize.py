@@ -2,12 +2,10 @@
 
 import warnings
 
-import keras
-
-from keras_regs.model import insert, mixin, penalize
-from keras_regs.model.graph import check_model, has_graph
+from keras_regs.model import insert, mixin, penalize, persist
+from keras_regs.model.graph import check_model
 from keras_regs.model.logs import log_penalties
-from keras_regs.model.spec import read_spec
+from keras_regs.model.spec import canonical_call, read_spec
 
 
 def _reset_compiled_functions(model):
@@ -91,16 +89,18 @@ def regularize_model(
     )
     # Everything that can fail happens before the first change to the model.
     changes, notes = penalize.plan(model, penalties, include_bias)
-    result, updates = (model, [])
+    result, pending = (model, insert.Pending())
     if layers:
-        result, updates = insert.insert(model, layers, seed)
-    penalize.apply(changes)
-    for layer, attributes in updates:
-        for name, value in attributes.items():
-            setattr(layer, name, value)
-    if result is not model and result.get_config() == model.get_config():
+        result, pending = insert.insert(model, layers, seed)
+    done = penalize.apply(changes)
+    try:
+        pending.apply()
+    except BaseException:
+        penalize.undo(done)
+        raise
+    if result is not model and _own_config(result) == _own_config(model):
         result = model  # the same spec again: nothing changed
-    if changes or updates:
+    if changes or pending:
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)
         log_penalties(result)
@@ -108,42 +108,27 @@ def regularize_model(
     _warn_double_decay(model, penalties)
     if mixin.records_spec(model):
         mixin.record(model, penalties, include_bias)
-    elif changes and not has_graph(model):
-        _warn_not_saved(model, penalties)
-    elif changes:
-        _warn_nested_not_saved(model, changes)
+    elif isinstance(result, persist.Regularized) or _needs_record(changes, pending):
+        call = canonical_call(penalties, layers, reduction, include_bias, seed)
+        persist.keep(result, call)
     return result
 
 
-def _warn_nested_not_saved(model, changes):
-    """Penalties put inside a subclassed model nested in a Functional or
-    Sequential one: the nested model's config does not list its layers."""
-    changed = {  # slots that now hold a penalty (not those merely cleared)
-        id(slot.layer)
-        for slots, new in changes
-        if getattr(new, "penalties", None)
-        for slot in slots
-    }
-    lost = [
-        inner.name
-        for inner in model._flatten_layers(include_self=False)
-        if isinstance(inner, keras.Model)
-        and not has_graph(inner)
-        and any(
-            id(layer) in changed for layer in inner._flatten_layers(include_self=False)
-        )
-    ]
-    if lost:
-        warnings.warn(
-            f"Penalties were attached to layers inside the subclassed model(s) "
-            f"{', '.join(repr(n) for n in lost)}, nested in {model.name!r}. A "
-            "subclassed model's config holds only its constructor arguments, so a "
-            "copy loaded from a save gets its weights but not these penalties. "
-            "Set them in its __init__, or make the outer model a subclassed "
-            "model with keras_regs.RegularizationMixin.",
-            UserWarning,
-            stacklevel=3,
-        )
+def _own_config(model):
+    config = dict(model.get_config())
+    config.pop(persist.KEY, None)
+    return config
+
+
+def _needs_record(changes, pending):
+    """Whether the model's layer configs alone would not save this call: a
+    penalty on a weight or output that no saved layer config holds, or new nodes
+    in a model that builds its own graph (KerasHub)."""
+    if pending.graphs:
+        return True
+    return any(
+        new is not None and not slot.native for slots, new in changes for slot in slots
+    )
 
 
 def _warn_double_decay(model, penalties):
@@ -168,21 +153,6 @@ def _warn_double_decay(model, penalties):
     )
 
 
-def _warn_not_saved(model, penalties):
-    keywords = ", ".join(request.argument for request in penalties)
-    warnings.warn(
-        f"{model.name!r} is a subclassed model ({type(model).__name__}): its "
-        "config holds only its constructor arguments, so a copy loaded from a "
-        "save or rebuilt from its config gets its weights but not the penalties "
-        f"attached here ({keywords}). To keep them, put "
-        "keras_regs.RegularizationMixin first in its bases: "
-        f"`class {type(model).__name__}(keras_regs.RegularizationMixin, "
-        "keras.Model)`.",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
 def strip_regularization(model):
     """Remove everything `regularize_model` attached; keep what was there before.
 
@@ -201,6 +171,8 @@ def strip_regularization(model):
     penalize.apply(changes)
     if mixin.records_spec(result):
         mixin.forget(result)
+    persist.forget(model)
+    persist.forget(result)
     if changes:
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)

@@ -73,7 +73,9 @@ def _activity_values(model, slots, x):
     return {key: recorder.values for key, recorder in recorders.items()}
 
 
-def _penalty_rows(groups, state, activity_values):
+def _penalty_rows(groups, state, activity_values, trainable):
+    """`trainable`: the ids of the model's trainable weights, the only ones Keras
+    adds a penalty for (a frozen weight's penalty is shown, valued 0)."""
     rows = []
     for key, group in groups.items():
         regularizer = state[key]
@@ -86,9 +88,12 @@ def _penalty_rows(groups, state, activity_values):
                 value = values.get(keyword)
                 rows.append(_row(first.layer, first.target, keyword, penalty, value))
             continue
+        counted = [slot for slot in group if id(slot.variable) in trainable]
+        target = ", ".join(slot.path for slot in group)
+        if not counted:
+            target += " (frozen: not counted)"
         for keyword, penalty in _entries(regularizer):
-            value = sum(_float(penalty(slot.variable)) for slot in group)
-            target = ", ".join(slot.path for slot in group)
+            value = sum(_float(penalty(slot.variable)) for slot in counted)
             rows.append(_row(first.layer, target, keyword, penalty, value))
     return rows
 
@@ -124,15 +129,23 @@ def _layer_rows(model):
     return [_layer_row(layer) for layer in _inserted(model)]
 
 
-def _insertion_rows(model, new_model, updates):
+def _insertion_rows(model, new_model, pending):
     """What rebuilding `model` into `new_model` inserts, changes and removes.
 
-    The rebuilt graph is built but not applied: the original model is unchanged.
+    The rebuilt graph is built but not applied: the original model is unchanged
+    (a model that keeps its class gets its new graph only while it is read).
     """
     before = {id(layer) for layer in _inserted(model)}
-    changed = {id(layer): attributes for layer, attributes in updates}
+    old = _inserted(model)
+    changed = {id(layer): attributes for layer, attributes in pending.attributes}
+    graphs = insert.Pending(graphs=pending.graphs)
+    graphs.apply()
+    try:
+        new = _inserted(new_model)
+    finally:
+        graphs.undo()
     rows = []
-    for layer in _inserted(new_model):
+    for layer in new:
         if layer.inserted_by is None:
             continue
         if id(layer) in before and id(layer) not in changed:
@@ -140,8 +153,8 @@ def _insertion_rows(model, new_model, updates):
         attributes = changed.get(id(layer), {})
         amount = attributes.get("strength", attributes.get(getattr(layer, "held", "")))
         rows.append(_layer_row(layer, amount))
-    kept = {id(layer) for layer in _inserted(new_model)}
-    for layer in _inserted(model):
+    kept = {id(layer) for layer in new}
+    for layer in old:
         if id(layer) not in kept:
             row = _layer_row(layer)
             rows.append({**row, "target": f"removed ({row['target']})"})
@@ -157,7 +170,9 @@ def describe(model, x=None):
     activity = [slot for slot in activity if slot.get() is not None]
     with _schedule.stepping(lambda: _schedule.model_step(model)):
         values = _activity_values(model, activity, x)
-        return _penalty_rows(groups, state, values) + _layer_rows(model)
+        trainable = {id(v) for v in model.trainable_weights}
+        rows = _penalty_rows(groups, state, values, trainable)
+        return rows + _layer_rows(model)
 
 
 def format_rows(rows):
@@ -239,7 +254,8 @@ def preview(model, *, print_fn=print, **spec):
     groups = {id(slots[0]): slots for slots, _ in changes}
     state = {id(slots[0]): regularizer for slots, regularizer in changes}
     with _schedule.stepping(lambda: _schedule.model_step(model)):
-        rows = _penalty_rows(groups, state, {})
+        trainable = {id(v) for v in model.trainable_weights}
+        rows = _penalty_rows(groups, state, {}, trainable)
     if layers:
         rows += _insertion_rows(model, *insert.insert(model, layers, seed))
     print_fn(format_rows(rows))

@@ -1,19 +1,23 @@
 """Where a penalty can go, and how it is set so that it counts and is saved.
 
-A weight penalty must be set in two places (see docs/why-per-layer.md): on the
-variable (`variable.regularizer`, which the trainer reads) and on the layer's
-config attribute (`kernel_regularizer`, ..., which `get_config` saves and `build`
-copies back onto the new variable after loading). `TABLE` says, for each supported
-layer class, which weights it has and which attribute saves each one's penalty.
-A layer class that is not in it gets no weight penalty: its kernel-like weights
-are reported as not persistable (`unsupported_weights`), never silently skipped.
+A weight penalty counts once it is on the variable (`variable.regularizer`, which
+the trainer reads, for every trainable weight however deep). For a layer whose
+config is saved as such (a layer listed in a Functional or Sequential model's
+config), it is also set on the layer's config attribute (`kernel_regularizer`,
+..., which `get_config` saves and `build` copies back onto the new variable after
+loading): such a slot is *native*. `TABLE` says, for each known layer class, which
+weights it has and which attribute saves each one's penalty; `register_layer`
+adds a user's class. Every other weight (the sublayers of composite layers, the
+layers of a KerasHub backbone, LoRA factors, a custom layer's weights) gets its
+penalty on the variable alone, and the model keeps it through the record that
+`keras_regs.model.persist` writes into its config.
 """
 
 import dataclasses
 
 import keras
 
-KERNEL, BIAS, NORMALIZATION = "kernel", "bias", "normalization"
+KERNEL, BIAS, NORMALIZATION, OTHER = "kernel", "bias", "normalization", "other"
 
 _KERNEL_AND_BIAS = (
     ("kernel", "kernel_regularizer", KERNEL),
@@ -83,16 +87,20 @@ ACTIVITY_NOT_SAVED = (keras.layers.SimpleRNN,)
 class WeightSlot:
     """One weight of one layer and the attributes that save its penalty.
 
-    `layer` is the layer of the model (a Bidirectional, not its inner LSTM);
-    `config` lists `(object, attribute)` pairs; the first one is read back, all are
-    written. Slots sharing their first pair (MultiHeadAttention's projections)
-    must hold the same penalty to be saved.
+    `layer` is the layer that owns the variable (a sublayer of a composite layer,
+    the Bidirectional around an LSTM); `config` lists `(object, attribute)` pairs,
+    empty where no config attribute saves the penalty (it then lives on the
+    variable, and the model's record keeps it). The first pair is read back, all
+    are written. Slots sharing their first pair (MultiHeadAttention's
+    projections) must hold the same penalty to be saved.
     """
 
     layer: keras.layers.Layer
     variable: keras.Variable
     config: tuple
     kind: str
+    native: bool = True  # the layer's own saved config holds the penalty
+    undeclared: bool = False  # a listed layer of a class no table declares
 
     @property
     def path(self):
@@ -100,10 +108,14 @@ class WeightSlot:
 
     @property
     def group(self):
+        if not self.config:
+            return id(self.variable), "regularizer"
         owner, attribute = self.config[0]
         return id(owner), attribute
 
     def get(self):
+        if not self.config:
+            return self.variable.regularizer
         owner, attribute = self.config[0]
         return getattr(owner, attribute)
 
@@ -123,6 +135,7 @@ class ActivitySlot:
 
     layer: keras.layers.Layer
     owner: keras.layers.Layer = None
+    listed: bool = True  # the layer's config is saved as such (not rebuilt)
 
     def __post_init__(self):
         if self.owner is None:
@@ -139,8 +152,9 @@ class ActivitySlot:
         return id(self.owner), "activity_regularizer"
 
     @property
-    def saved(self):
-        return not isinstance(self.owner, ACTIVITY_NOT_SAVED)
+    def native(self):
+        """Whether the layer's own config saves the activity penalty."""
+        return self.listed and not isinstance(self.owner, ACTIVITY_NOT_SAVED)
 
     def get(self):
         return self.owner.activity_regularizer
@@ -149,13 +163,13 @@ class ActivitySlot:
         self.owner.activity_regularizer = regularizer
 
 
-def activity_slots(layer):
+def activity_slots(layer, listed=True):
     """The layer's own output, and each direction's inside a Bidirectional."""
-    slots = [ActivitySlot(layer)]
+    slots = [ActivitySlot(layer, listed=listed)]
     if isinstance(layer, keras.layers.Bidirectional):
         slots += [
-            ActivitySlot(layer, layer.forward_layer),
-            ActivitySlot(layer, layer.backward_layer),
+            ActivitySlot(layer, layer.forward_layer, listed),
+            ActivitySlot(layer, layer.backward_layer, listed),
         ]
     return slots
 
@@ -175,36 +189,108 @@ def returns_sequences(layer):
     )
 
 
+def _own_variables(owner):
+    return list(owner._trainable_variables) + list(owner._non_trainable_variables)
+
+
 def _own_variable(owner, name):
-    for variable in owner._trainable_variables + owner._non_trainable_variables:
+    for variable in _own_variables(owner):
         if variable.name == name:
             return variable
     return None
 
 
-def _table_slots(layer, owner):
-    for classes, owner_attribute, weights in TABLE:
-        if isinstance(owner, classes):
-            holder = getattr(owner, owner_attribute) if owner_attribute else owner
-            slots = []
-            for name, attribute, kind in weights:
-                variable = _own_variable(holder, name)
-                if variable is not None:
-                    slots.append(
-                        WeightSlot(layer, variable, ((holder, attribute),), kind)
-                    )
-            return slots
+def _entry(layer):
+    """The table entry of `layer`'s class: `(owner attribute, weights)`, or None."""
+    for classes, owner_attribute, weights in (*_REGISTERED, *TABLE):
+        if isinstance(layer, classes):
+            return owner_attribute, weights
     return None
 
 
-def weight_slots(layer):
-    """The weight slots of `layer`, or `None` when its class is not supported."""
+def _table_slots(layer, owner, listed):
+    """The slots `TABLE` knows on `owner` (`layer` itself, or the layer a
+    TimeDistributed or Bidirectional wraps); `None` when its class is unknown."""
+    entry = _entry(owner)
+    if entry is None:
+        return None
+    owner_attribute, weights = entry
+    holder = getattr(owner, owner_attribute) if owner_attribute else owner
+    slots = []
+    for name, attribute, kind in weights:
+        variable = _own_variable(holder, name)
+        if variable is not None:
+            config = ((holder, attribute),)
+            slots.append(WeightSlot(layer, variable, config, kind, native=listed))
+    return slots
+
+
+def _kind(variable, known=None):
+    """A weight's kind: the table's, else by its name and shape."""
+    if known is not None:
+        return known
+    if "bias" in variable.name:
+        return BIAS
+    if len(variable.shape) > 1:
+        return KERNEL
+    return OTHER
+
+
+def _generic_slots(layer, skip=()):
+    """Every own variable of `layer` not in `skip`, on the variable alone."""
+    entry = _entry(layer)
+    known = {}  # variable name -> (attribute, kind), for the layer's own weights
+    if entry is not None and not entry[0]:
+        known = {name: (attribute, kind) for name, attribute, kind in entry[1]}
+    skip = {id(v) for v in skip}
+    slots = []
+    for v in _own_variables(layer):
+        if id(v) in skip:
+            continue
+        attribute, kind = known.get(v.name, (None, None))
+        # the attribute too (as `build` would copy it), though no saved config
+        # holds it here: the model's record does
+        config = ((layer, attribute),) if attribute else ()
+        slots.append(WeightSlot(layer, v, config, _kind(v, kind), native=False))
+    return slots
+
+
+def _skipped(layer):
+    from keras_regs.model.graph import inserted_by
+
+    return isinstance(layer, keras.Model) or inserted_by(layer) is not None
+
+
+def _deep_slots(layer):
+    """`layer`'s variables and its sublayers', each on the variable alone."""
+    slots = _generic_slots(layer)
+    for sublayer in layer._layers:
+        if not _skipped(sublayer):
+            slots += _deep_slots(sublayer)
+    return slots
+
+
+def _covered(slots):
+    return [slot.variable for slot in slots]
+
+
+def weight_slots(layer, listed=True):
+    """Every weight slot of `layer`, its sublayers' included (each once).
+
+    `listed`: whether `layer`'s config is saved as such (a layer of a Functional
+    or Sequential model's config); only then do its slots get config attributes.
+    """
+    if not listed:
+        return _unique(_deep_slots(layer))
     if isinstance(layer, keras.layers.TimeDistributed):  # saves the inner layer
-        return _table_slots(layer, layer.layer)
+        slots = _table_slots(layer, layer.layer, listed)
+        return _unique(_deep_slots(layer) if slots is None else slots)
     if isinstance(layer, keras.layers.Bidirectional):
-        forward = _table_slots(layer, layer.forward_layer)
-        backward = _table_slots(layer, layer.backward_layer)
-        return None if forward is None or backward is None else forward + backward
+        forward = _table_slots(layer, layer.forward_layer, listed)
+        backward = _table_slots(layer, layer.backward_layer, listed)
+        if forward is None or backward is None:
+            return _unique(_deep_slots(layer))
+        return _unique(forward + backward)
     if isinstance(layer, keras.layers.MultiHeadAttention):
         slots = []
         for projection in _MHA_PROJECTIONS:
@@ -219,14 +305,101 @@ def weight_slots(layer):
                         (dense, f"{name}_regularizer"),
                     )
                     slots.append(WeightSlot(layer, variable, config, kind))
+        for dense in layer._layers:  # LoRA factors, a subclass's extra layers
+            if not _skipped(dense):
+                slots += _deep_slots(dense)
+        return _unique(slots)
+    slots = _table_slots(layer, layer, listed)
+    if slots is None:  # a class no table declares: on the variables alone
+        slots = _unique(_deep_slots(layer))
+        for slot in slots:
+            slot.undeclared = slot.layer is layer
         return slots
-    return _table_slots(layer, layer)
+    if _entry(layer)[0]:  # the weights live on an inner object (an RNN's cell)
+        return _unique(slots)
+    # LoRA factors and any other variable the table does not name
+    slots += _generic_slots(layer, skip=_covered(slots))
+    for sublayer in layer._layers:
+        if not _skipped(sublayer):
+            slots += _deep_slots(sublayer)
+    return _unique(slots)
 
 
-def unsupported_weights(layer):
-    """Trainable kernel-like weights of a layer class that `TABLE` does not know."""
-    if isinstance(layer, keras.Model) or weight_slots(layer) is not None:
-        return []
-    return [
-        v for v in layer.trainable_weights if len(v.shape) > 1 and "bias" not in v.name
-    ]
+def _unique(slots):
+    seen, result = set(), []
+    for slot in slots:
+        if id(slot.variable) not in seen:
+            seen.add(id(slot.variable))
+            result.append(slot)
+    return result
+
+
+def owns_kernel(layer, listed=True):
+    """Whether `layer` (or a sublayer) has a trainable kernel-like weight."""
+    return any(
+        s.kind == KERNEL and s.variable.trainable for s in weight_slots(layer, listed)
+    )
+
+
+# Layer classes declared with `register_layer`, looked up before `TABLE`.
+_REGISTERED = []
+
+
+def register_layer(cls, weights, owner=None):
+    """Declare a custom layer class: its weights and the config attributes that
+    save each one's penalty (the `TABLE` of built-in layers, for your own).
+
+    `regularize_model` then attaches weight penalties to the class's layers
+    through these attributes, so that the layer's own config saves them, as it
+    does for Keras' `Dense`. A class that is not declared still gets its
+    penalties (on the variables, kept through the model's record, see
+    `docs/kerashub.md`), but its own config does not hold them.
+
+    Args:
+        cls: a `keras.layers.Layer` subclass.
+        weights: `{variable name: config attribute}`, for example
+            `{"kernel": "kernel_regularizer", "bias": "bias_regularizer"}`. The
+            attribute must be a constructor argument saved by `get_config`, and
+            `build` must pass it to `add_weight(regularizer=...)`. A name
+            containing "bias" is a bias (penalized only with
+            `include_bias=True`); others are kernels.
+        owner: the attribute holding the object that owns the variables and
+            attributes (`"cell"` for an RNN), or `None` for the layer itself.
+
+    Returns:
+        `cls`, so that it can be used as a class decorator.
+
+    Example:
+
+    ```python
+    keras_regs.register_layer(MyDense, {"w": "w_regularizer"})
+    ```
+    """
+    if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+        raise TypeError(
+            "Invalid type for argument `cls`. Expected a keras.layers.Layer "
+            f"subclass. Received: cls={cls!r}"
+        )
+    if not isinstance(weights, dict) or not weights:
+        raise TypeError(
+            "Invalid type for argument `weights`. Expected a non-empty dict "
+            f"{{variable name: config attribute}}. Received: weights={weights!r}"
+        )
+    for name, attribute in weights.items():
+        if not (isinstance(name, str) and isinstance(attribute, str)):
+            raise TypeError(
+                "Invalid type for argument `weights`: keys and values must be "
+                f"strings. Received: weights={weights!r}"
+            )
+    if owner is not None and not isinstance(owner, str):
+        raise TypeError(
+            "Invalid type for argument `owner`. Expected an attribute name or "
+            f"None. Received: owner={owner!r}"
+        )
+    entry = tuple(
+        (name, attribute, BIAS if "bias" in name else KERNEL)
+        for name, attribute in weights.items()
+    )
+    _REGISTERED[:] = [r for r in _REGISTERED if r[0] != (cls,)]
+    _REGISTERED.insert(0, ((cls,), owner or "", entry))
+    return cls

@@ -196,3 +196,39 @@ def read_spec(
     reduction, seed = check_options(reduction, include_bias, seed)
     penalties, layers = parse(keywords, reduction, noise, dropout)
     return penalties, layers, include_bias, seed
+
+
+def canonical_call(penalties, layers, reduction, include_bias, seed):
+    """One `regularize_model` call as plain JSON keywords (`read_call` reads it):
+    each keyword as `{strength (or rate, stddev), pattern, reduction}`."""
+    from keras_regs import _schedule
+
+    call = {"include_bias": include_bias, "seed": seed, "reduction": reduction}
+    for request in penalties:
+        value = {
+            "strength": _schedule.to_config(request.strength),
+            "reduction": request.reduction,
+        }
+        if request.pattern is not None:
+            value["pattern"] = request.pattern
+        call[request.argument] = value
+    maps = {}
+    for request in layers:
+        amount = _schedule.to_config(request.value)
+        if request.role is None:  # noise={pattern: value}, dropout={...}
+            maps.setdefault(request.argument, {})[request.pattern] = amount
+            continue
+        if request.kind == "contractive":
+            value = {"strength": amount, "reduction": request.reduction}
+        else:
+            value = {"rate" if request.kind == "dropout" else "stddev": amount}
+        if request.pattern is not None:
+            value["pattern"] = request.pattern
+        call[request.argument] = value
+    call.update(maps)
+    return call
+
+
+def read_call(call):
+    """A recorded call, validated as `regularize_model` validates its keywords."""
+    return read_spec(**call)

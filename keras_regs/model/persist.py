@@ -1,0 +1,206 @@
+"""Keeping regularize_model's work in models whose config does not list layers.
+
+A KerasHub backbone or task writes its constructor arguments as its config and
+builds its layers anew from them when loaded; so does a subclassed model, and a
+composite layer builds its sublayers in `build`. Loading then gives the weights
+back (they are read by path) but no penalty, noise or dropout that
+`regularize_model` put on those layers: nothing in their configs says so.
+
+`keep(model, call)` records each `regularize_model` call in the model's config,
+under the key `"keras_regs"`, beside the original class's own entries. So that
+Keras hands that config to keras_regs when loading, the model's class becomes a
+subclass of its own class (same name, same methods and attributes: `isinstance`
+holds, `backbone`, `preprocessor` and `generate` stay), registered as
+`"keras_regs>Regularized"`. Loading (`keras.saving.load_model` after `import
+keras_regs`) then builds the original class from its own config, exactly as
+Keras would, and replays the recorded calls on it before the weights are read,
+so that inserted layers and their random state find their saved values.
+`forget(model)` (called by `strip_regularization`) gives the model its class
+back. See docs/kerashub.md.
+"""
+
+import warnings
+
+import keras
+
+from keras_regs.model.graph import has_graph
+
+KEY = "keras_regs"
+REGISTERED = "keras_regs>Regularized"
+_CALLS = "_keras_regs_calls"  # the recorded calls, in order
+_PENDING = "_keras_regs_pending"  # calls to replay once the model is built
+_SUBCLASSES = {}  # original class -> its Regularized subclass
+
+
+def original_class(model_or_class):
+    cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
+    return getattr(cls, "_keras_regs_original", cls)
+
+
+class Regularized:
+    """The base of the classes `keep` gives a model (see the module docstring)."""
+
+    def get_config(self):
+        config = dict(super().get_config())
+        if KEY in config:
+            raise ValueError(
+                f"{type(self).__name__}'s config already has a key {KEY!r}; "
+                "keras_regs cannot record its calls beside it."
+            )
+        record = {"class": self._keras_regs_class, "calls": list(calls(self))}
+        if not has_graph(self) and self.built:
+            build = self.get_build_config()
+            if build is not None:
+                record["build_config"] = build
+        config[KEY] = record
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return load(config)
+
+    def build_from_config(self, config):
+        super().build_from_config(config)
+        if not self.built and self.layers and all(x.built for x in self.layers):
+            self.built = True
+        _replay_pending(self)
+
+    def __call__(self, *args, **kwargs):
+        _replay_pending(self)
+        outputs = super().__call__(*args, **kwargs)
+        _replay_pending(self)
+        return outputs
+
+
+keras.saving.register_keras_serializable(package="keras_regs", name="Regularized")(
+    Regularized
+)
+
+
+def calls(model):
+    return getattr(model, _CALLS, None) or []
+
+
+def _subclass(cls):
+    if cls not in _SUBCLASSES:
+        subclass = type(
+            cls.__name__,
+            (Regularized, cls),
+            {
+                "__module__": __name__,
+                "__qualname__": cls.__qualname__,
+                "_keras_regs_original": cls,
+                "__doc__": cls.__doc__,
+            },
+        )
+        # Saved under "keras_regs>Regularized", which loads through `Regularized`
+        # (registering the subclass also points that name at it: set it back).
+        keras.saving.register_keras_serializable(
+            package="keras_regs", name="Regularized"
+        )(subclass)
+        keras.saving.get_custom_objects()[REGISTERED] = Regularized
+        _SUBCLASSES[cls] = subclass
+    return _SUBCLASSES[cls]
+
+
+def _identity(model):
+    """How Keras names the model's own class in a saved config."""
+    serialized = keras.saving.serialize_keras_object(model)
+    return {
+        key: serialized.get(key) for key in ("module", "class_name", "registered_name")
+    }
+
+
+def keep(model, call):
+    """Record `call` (canonical keyword dict) in `model`'s config."""
+    recorded = list(calls(model))
+    if not isinstance(model, Regularized):
+        identity = _identity(model)
+        model.__class__ = _subclass(type(model))
+        object.__setattr__(model, "_keras_regs_class", identity)
+    if not recorded or recorded[-1] != call:
+        recorded.append(call)
+    object.__setattr__(model, _CALLS, recorded)
+
+
+def forget(model):
+    """Drop the record and give the model its own class back."""
+    if isinstance(model, Regularized):
+        model.__class__ = original_class(model)
+        for name in (_CALLS, _PENDING, "_keras_regs_class"):
+            if name in model.__dict__:
+                object.__delattr__(model, name)
+
+
+def check_record(record):
+    if (
+        not isinstance(record, dict)
+        or set(record) - {"class", "calls", "build_config"}
+        or not isinstance(record.get("class"), dict)
+        or not isinstance(record.get("calls"), list)
+        or not all(isinstance(c, dict) for c in record["calls"])
+    ):
+        raise TypeError(
+            f"Invalid value for config key `{KEY}`. Expected a dict with keys "
+            "'class' (the model's class) and 'calls' (the regularize_model calls "
+            f"made on it). Received: {KEY}={record!r}"
+        )
+    identity = record["class"]
+    if set(identity) != {"module", "class_name", "registered_name"} or not all(
+        isinstance(v, str | None) for v in identity.values()
+    ):
+        raise TypeError(
+            f"Invalid value for config key `{KEY}['class']`. Expected the keys "
+            f"module, class_name, registered_name. Received: {identity!r}"
+        )
+    from keras_regs.model.spec import read_call
+
+    for call in record["calls"]:
+        read_call(call)
+    return record
+
+
+def load(config):
+    """Build the original class from its config, then replay the calls."""
+    config = dict(config)
+    if KEY not in config:
+        raise TypeError(
+            f"Invalid config for a keras_regs-regularized model: no key {KEY!r}. "
+            f"Received keys: {sorted(config)}"
+        )
+    record = check_record(config.pop(KEY))
+    entry = {**record["class"], "config": config}
+    if "build_config" in record:
+        entry["build_config"] = record["build_config"]
+    model = keras.saving.deserialize_keras_object(entry)
+    if not model.built:  # replayed once built (at its first call)
+        model.__class__ = _subclass(type(model))
+        object.__setattr__(model, "_keras_regs_class", record["class"])
+        object.__setattr__(model, _PENDING, list(record["calls"]))
+        return model
+    return _replay(model, record["calls"])
+
+
+def _replay(model, recorded):
+    from keras_regs.model.regularize import regularize_model
+
+    # The functions traced before (a first call inside `fit`) must be kept.
+    functions = {
+        name: getattr(model, name, None)
+        for name in ("train_function", "test_function", "predict_function")
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said when the calls were first made
+        for call in recorded:
+            model = regularize_model(model, **call)
+    for name, function in functions.items():
+        if function is not None:
+            setattr(model, name, function)
+    return model
+
+
+def _replay_pending(model):
+    recorded = model.__dict__.get(_PENDING)
+    if recorded and model.built:
+        object.__delattr__(model, _PENDING)
+        _replay(model, recorded)

@@ -1,0 +1,416 @@
+"""KerasHub models, composite layers and LoRA: every weight, saved, class kept.
+
+Tiny configs only (never `from_preset`: nothing is downloaded). The reference
+for weight penalties is independent of keras_regs' own selection: NumPy's sum
+over the model's trainable weights with more than one dimension whose name is
+not a bias, as Keras lists them (`model.trainable_weights`).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_regs
+from custom_models import Block
+from helpers import (
+    TESTS_DIR,
+    assert_snapshots_equal,
+    assert_states_equal,
+    load_all_in_fresh_process,
+    model_state,
+    save_inputs,
+    seed_states,
+    snapshot,
+    to_numpy,
+)
+
+S = 1e-3  # the weight_l2 strength
+SEQ = 8
+VOCAB = 40
+HUB = ("import keras_regs", "import keras_hub", "import custom_models")
+
+
+def bert():
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=SEQ,
+    )
+
+
+def gpt2():
+    return keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCAB,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=SEQ,
+    )
+
+
+def vit():
+    return keras_hub.models.ViTBackbone(
+        image_shape=(8, 8, 3),
+        patch_size=4,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        mlp_dim=16,
+    )
+
+
+def classifier():
+    return keras_hub.models.BertTextClassifier(
+        backbone=bert(), num_classes=3, preprocessor=None
+    )
+
+
+def composite():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, name="dense_in")(inputs)
+    x = Block(12, name="block")(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def token_inputs(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "token_ids": rng.integers(1, VOCAB, size=(n, SEQ)).astype("int32"),
+        "segment_ids": np.zeros((n, SEQ), "int32"),
+        "padding_mask": np.ones((n, SEQ), "int32"),
+    }
+
+
+def inputs_of(name, n=4):
+    rng = np.random.default_rng(1)
+    if name == "vit":
+        return rng.normal(size=(n, 8, 8, 3)).astype("float32")
+    if name == "composite":
+        return rng.normal(size=(n, 6)).astype("float32")
+    x = token_inputs(n)
+    if name == "gpt2":
+        del x["segment_ids"]
+    return x
+
+
+def targets_of(model, x):
+    """Zeros shaped like the model's outputs (a dict for BERT's backbone)."""
+    return keras.tree.map_structure(
+        lambda y: np.zeros(y.shape, "float32"), model(x, training=False)
+    )
+
+
+MODELS = {
+    "bert": bert,
+    "classifier": classifier,
+    "gpt2": gpt2,
+    "vit": vit,
+    "composite": composite,
+}
+
+
+def penalized(model):
+    """The reference: trainable, more than one dimension, not a bias."""
+    return [
+        v for v in model.trainable_weights if len(v.shape) > 1 and "bias" not in v.name
+    ]
+
+
+def l2_reference(model, strength=S):
+    return strength * sum(float(np.sum(to_numpy(v) ** 2)) for v in penalized(model))
+
+
+def fit_logs(model, x, y=None):
+    """One compiled fit step that leaves the weights as they are (SGD, rate 0):
+    the logs hold the terms as the step computed them."""
+    y = targets_of(model, x) if y is None else y
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", metrics=[])
+    history = model.fit(x, y, batch_size=len(keras.tree.flatten(x)[0]), verbose=0)
+    return {key: values[0] for key, values in history.history.items()}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_weight_l2_reaches_every_trainable_kernel_however_deep(name):
+    model = MODELS[name]()
+    x = inputs_of(name)
+    expected = l2_reference(model)
+    deep = [v for v in penalized(model) if v.path.count("/") > 1]
+    assert deep or name == "composite"  # kernels inside composite layers
+    result = keras_regs.regularize_model(model, weight_l2=S)
+    assert result is model
+    logs = fit_logs(model, x)
+    np.testing.assert_allclose(logs["weight_l2"], expected, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"] - logs["data_loss"], expected, rtol=1e-4)
+    # each counted once: one penalty per weight
+    np.testing.assert_allclose(
+        float(to_numpy(keras_regs.regularization_loss(model))), expected, rtol=1e-5
+    )
+    assert len(model.losses) == len(penalized(model))
+
+
+def test_patterns_match_full_variable_paths_and_sublayer_names():
+    model = bert()
+    keras_regs.regularize_model(
+        model, weight_l2={"strength": S, "pattern": "transformer_layer_0/*"}
+    )
+    chosen = [v for v in penalized(model) if v.path.startswith("transformer_layer_0/")]
+    assert len(chosen) == 6  # query, key, value, attention_output, two FF kernels
+    expected = S * sum(float(np.sum(to_numpy(v) ** 2)) for v in chosen)
+    np.testing.assert_allclose(
+        float(to_numpy(keras_regs.regularization_loss(model))), expected, rtol=1e-5
+    )
+    keras_regs.regularize_model(
+        model, weight_l2={"strength": S, "pattern": "*/query/kernel"}
+    )
+    queries = [v for v in model.weights if v.path.endswith("/query/kernel")]
+    assert [v.path for v in queries] == [
+        f"transformer_layer_{i}/self_attention_layer/query/kernel" for i in (0, 1)
+    ]
+    assert {id(v) for v in model.weights if v.regularizer is not None} == {
+        id(v) for v in queries
+    }
+    # a sublayer's name
+    keras_regs.regularize_model(
+        model, weight_l2={"strength": S, "pattern": "feedforward_output_dense"}
+    )
+    names = sorted(v.path for v in model.weights if v.regularizer is not None)
+    assert names == [
+        f"transformer_layer_{i}/feedforward_output_dense/kernel" for i in (0, 1)
+    ]
+
+
+def test_lora_factors_get_the_penalty_and_frozen_kernels_are_reported():
+    model = bert()
+    model.enable_lora(2)
+    with pytest.warns(UserWarning) as record:
+        keras_regs.regularize_model(model, weight_l2=S)
+    messages = [str(w.message) for w in record if "frozen" in str(w.message)]
+    assert len(messages) == 1
+    lines = messages[0].splitlines()
+    # one line per layer: every frozen kernel-like weight, LoRA base kernels too
+    frozen = [
+        v
+        for v in model.weights
+        if not v.trainable and len(v.shape) > 1 and "bias" not in v.name
+    ]
+    assert any(
+        "transformer_layer_0/self_attention_layer/query: kernel" in line
+        for line in lines
+    )
+    assert len(lines) - 1 == len({v.path.rsplit("/", 1)[0] for v in frozen})
+    factors = [v for v in model.trainable_weights if "lora_kernel" in v.name]
+    assert len(factors) == 8 and set(map(id, penalized(model))) == set(map(id, factors))
+    expected = l2_reference(model)
+    x = inputs_of("bert")
+    logs = fit_logs(model, x)
+    np.testing.assert_allclose(logs["weight_l2"], expected, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"] - logs["data_loss"], expected, rtol=1e-4)
+    total = float(to_numpy(keras_regs.regularization_loss(model)))
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    rows = keras_regs.summary(model, print_fn=lambda _: None)
+    shown = sum(r["value"] for r in rows if r["keyword"] == "weight_l2")
+    np.testing.assert_allclose(shown, expected, rtol=1e-5)
+
+
+def test_lora_enabled_after_the_penalty_summary_agrees_with_the_loss():
+    """Frozen by LoRA after regularize_model: Keras no longer counts the base
+    kernels' penalties, and neither do summary, logs and regularization_loss."""
+    model = bert()
+    keras_regs.regularize_model(model, weight_l2=S)
+    model.enable_lora(2)
+    counted = float(to_numpy(keras_regs.regularization_loss(model)))
+    expected = S * sum(
+        float(np.sum(to_numpy(v) ** 2))
+        for v in model.trainable_weights
+        if v.regularizer is not None
+    )
+    np.testing.assert_allclose(counted, expected, rtol=1e-6, atol=1e-12)
+    rows = keras_regs.summary(model, print_fn=lambda _: None)
+    shown = sum(r["value"] for r in rows if r["keyword"] == "weight_l2")
+    np.testing.assert_allclose(shown, counted, rtol=1e-5, atol=1e-12)
+    assert any("frozen: not counted" in r["target"] for r in rows)
+    logs = fit_logs(model, inputs_of("bert"))
+    np.testing.assert_allclose(logs["weight_l2"], counted, rtol=1e-5, atol=1e-9)
+
+
+def regularized(name):
+    """The model with weight_l2 and an inserted layer, trained one step, so that
+    the inserted layers' random state has moved from its seed."""
+    model = MODELS[name]()
+    spec = {"weight_l2": S}
+    spec["input_noise" if name in ("vit", "composite") else "hidden_dropout"] = 0.1
+    model = keras_regs.regularize_model(model, **spec)
+    x = inputs_of(name)
+    model.compile(optimizer="adam", loss="mse", metrics=[])
+    model.fit(x, targets_of(model, x), batch_size=2, epochs=1, verbose=0)
+    return model, x
+
+
+@pytest.mark.slow
+def test_keras_files_keep_everything_in_a_fresh_process(tmp_path):
+    """Saved, then loaded in a new Python that imports only keras_regs and
+    keras_hub: config, weights, the inserted layers' random state, penalties and
+    predictions identical, and the model's class kept."""
+    items, before = [], []
+    for name in sorted(MODELS):
+        model, x = regularized(name)
+        assert len(seed_states(model)) > 0
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        items.append((path, x))
+        before.append(snapshot(model, x))
+    after = load_all_in_fresh_process(items, imports=HUB)
+    for name, a, b in zip(sorted(MODELS), before, after, strict=True):
+        # A KerasHub task overrides `compile` and compiles itself in its
+        # constructor, so Keras does not restore its compile settings (with or
+        # without keras_regs): everything else must be equal.
+        a["config"].pop("compile_config", None), b["config"].pop("compile_config", None)
+        try:
+            assert_snapshots_equal(a, b)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from error
+        assert len(a["losses"]) > 0
+
+
+def _run(script, *args):
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def test_insertion_keeps_a_task_its_class_backbone_and_preprocessor():
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "a"]
+    )
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=SEQ
+    )
+    task = keras_hub.models.BertTextClassifier(
+        backbone=bert(), num_classes=2, preprocessor=preprocessor
+    )
+    backbone = task.backbone
+    texts = np.array(["good a", "bad a", "a good", "a bad"])
+    labels = np.array([1, 0, 1, 0])
+    before = task.predict(texts, verbose=0)
+    result = keras_regs.regularize_model(task, hidden_dropout=0.2, weight_l2=S)
+    assert result is task
+    assert isinstance(task, keras_hub.models.BertTextClassifier)
+    assert task.backbone is backbone and task.preprocessor is preprocessor
+    assert any(getattr(layer, "inserted_by", None) for layer in backbone.layers)
+    np.testing.assert_array_equal(task.predict(texts, verbose=0), before)
+    task.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = task.fit(texts, labels, batch_size=2, epochs=1, verbose=0)
+    assert history.history["weight_l2"][0] > 0
+
+
+def test_gpt2_generate_gives_the_same_tokens_after_insertion():
+    lm = keras_hub.models.GPT2CausalLM(backbone=gpt2(), preprocessor=None)
+    lm.compile(sampler="greedy")  # the same tokens for the same weights
+    prompt = {
+        "token_ids": np.array([[5, 6, 7, 0, 0, 0, 0, 0]] * 2, "int32"),
+        "padding_mask": np.array([[1, 1, 1, 0, 0, 0, 0, 0]] * 2, bool),
+    }
+    before = lm.generate(prompt, stop_token_ids=None)
+    result = keras_regs.regularize_model(lm, hidden_dropout=0.3, weight_l2=S)
+    assert result is lm and isinstance(lm, keras_hub.models.GPT2CausalLM)
+    assert any(getattr(layer, "inserted_by", None) for layer in lm.backbone.layers)
+    after = lm.generate(prompt, stop_token_ids=None)
+    np.testing.assert_array_equal(after["token_ids"], before["token_ids"])
+    assert len(lm.losses) == len(penalized(lm))
+
+
+@pytest.mark.slow
+def test_stripped_vit_saves_and_loads_without_keras_regs(tmp_path):
+    model, x = regularized("vit")
+    stripped = keras_regs.strip_regularization(model)
+    assert type(stripped) is keras_hub.models.ViTBackbone
+    assert stripped.losses == [] and not any(
+        getattr(layer, "inserted_by", None) for layer in stripped.layers
+    )
+    path = tmp_path / "stripped.keras"
+    stripped.save(path)
+    save_inputs(tmp_path / "x.npz", x)
+    expected = to_numpy(stripped(x, training=False))
+    np.save(tmp_path / "expected.npy", expected)
+    output = _run(
+        f"""
+        import sys
+        sys.path.insert(0, {TESTS_DIR!r})
+        import numpy as np
+        import keras, keras_hub
+        model = keras.saving.load_model(sys.argv[1])
+        assert "keras_regs" not in sys.modules
+        from helpers import load_inputs
+        x = load_inputs(sys.argv[2])
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(model(x, training=False)), np.load(sys.argv[3])
+        )
+        print(type(model).__name__, len(model.losses))
+        """,
+        str(path),
+        str(tmp_path / "x.npz"),
+        str(tmp_path / "expected.npy"),
+    )
+    assert output.split() == ["ViTBackbone", "0"]
+
+
+def test_bad_input_frozen_only_and_weightless_composite_name_the_layer():
+    model = bert()
+    model.enable_lora(2)
+    before = model_state(model)
+    with pytest.raises(ValueError, match=r"only frozen weights.*'token_embedding'"):
+        keras_regs.regularize_model(
+            model, weight_l2={"strength": S, "pattern": "token_embedding"}
+        )
+    assert_states_equal(model_state(model), before)
+    model = bert()
+    before = model_state(model)
+    with pytest.raises(ValueError, match=r"'embeddings_add' \(Add\).*no trainable"):
+        keras_regs.regularize_model(
+            model, weight_l2={"strength": S, "pattern": "embeddings_add"}
+        )
+    assert_states_equal(model_state(model), before)
+
+
+def test_a_plain_functional_model_of_known_layers_keeps_its_usual_config():
+    """No record where every penalty is in a layer's own config."""
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(keras.layers.Dense(3)(inputs))
+    model = keras.Model(inputs, outputs)
+    keras_regs.regularize_model(model, weight_l2=S)
+    assert type(model) is keras_regs._keras.FUNCTIONAL
+    assert "keras_regs" not in model.get_config()
+
+
+def test_strip_gives_back_the_class_and_the_same_object_for_kerashub():
+    model = bert()
+    keras_regs.regularize_model(model, weight_l2=S, hidden_dropout=0.1)
+    assert type(model) is not keras_hub.models.BertBackbone
+    assert isinstance(model, keras_hub.models.BertBackbone)
+    stripped = keras_regs.strip_regularization(model)
+    assert stripped is model and type(model) is keras_hub.models.BertBackbone
+    assert "keras_regs" not in model.get_config()
+    assert model.losses == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [layer.name for layer in model.layers] == [
+            layer.name for layer in bert().layers
+        ]
