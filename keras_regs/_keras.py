@@ -29,8 +29,10 @@ GRAPH_ATTRIBUTES = (
 
 
 def same_method(obj, base, name):
-    """Whether `obj`'s class uses `base`'s method `name` (does not override it)."""
-    return getattr(type(obj), name, None) is getattr(base, name, None)
+    """Whether `obj`'s own class (the one keras_regs' record subclasses, if any)
+    uses `base`'s method `name` (does not override it)."""
+    cls = getattr(type(obj), "_keras_regs_original", type(obj))
+    return getattr(cls, name, None) is getattr(base, name, None)
 
 
 def run_through_graph(model, inputs, operation_fn, call_fn):
@@ -51,15 +53,15 @@ def replace_graph(model, inputs, outputs, removable):
     before = graph_state(model)
     for name in GRAPH_ATTRIBUTES:
         object.__setattr__(model, name, getattr(new, name))
+    # The graph's layers in graph order (as `Functional.__init__` tracks them,
+    # so that `weights` is ordered as in a Functional built from this graph),
+    # then what the model tracks outside its graph.
     in_graph = {id(layer) for layer in new.layers}
-    old = {id(layer) for layer in model._layers}
-    kept = [
+    model._layers[:] = list(new.layers) + [
         layer
         for layer in model._layers
-        if id(layer) in in_graph or not removable(layer)
+        if id(layer) not in in_graph and not removable(layer)
     ]
-    kept += [layer for layer in new.layers if id(layer) not in old]
-    model._layers[:] = kept
     if hasattr(model, "_functional_layer_ids"):  # KerasHub's record of its layers
         object.__setattr__(
             model,

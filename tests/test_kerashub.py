@@ -414,3 +414,27 @@ def test_strip_gives_back_the_class_and_the_same_object_for_kerashub():
         assert [layer.name for layer in model.layers] == [
             layer.name for layer in bert().layers
         ]
+
+
+def test_a_second_call_on_a_recorded_functional_model_keeps_both(tmp_path):
+    """A plain Functional model with a composite layer carries the record; a
+    later call that rebuilds it (insertion) carries the earlier calls along."""
+    model = composite()
+    keras_regs.regularize_model(model, weight_l2=S)
+    assert "keras_regs" in model.get_config()
+    new = keras_regs.regularize_model(model, input_noise=0.1)
+    assert new is not model
+    calls = new.get_config()["keras_regs"]["calls"]
+    assert [
+        sorted(k for k in call if k.endswith(("_l2", "_noise"))) for call in calls
+    ] == [
+        ["weight_l2"],
+        ["input_noise"],
+    ]
+    x = inputs_of("composite")
+    new.save(tmp_path / "twice.keras")
+    loaded = keras.saving.load_model(tmp_path / "twice.keras")
+    assert_snapshots_equal(snapshot(new, x), snapshot(loaded, x))
+    np.testing.assert_allclose(
+        sum(float(to_numpy(v)) for v in loaded.losses), l2_reference(new), rtol=1e-5
+    )

@@ -1,5 +1,7 @@
 """Every layer kind in the table: the right weights, counted, saved, trained."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -240,3 +242,77 @@ def test_simple_rnn_activity_penalty_is_kept_through_the_record(tmp_path):
         [float(to_numpy(v)) for v in model.losses],
         rtol=1e-6,
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_regs_tests")
+class Scale(keras.layers.Layer):
+    """A user's layer with a kernel-like weight and its own regularizer argument."""
+
+    def __init__(self, units=3, w_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.w_regularizer = keras.regularizers.get(w_regularizer)
+
+    def build(self, shape):
+        self.w = self.add_weight(
+            shape=(shape[-1], self.units), name="w", regularizer=self.w_regularizer
+        )
+
+    def call(self, x):
+        return x @ self.w
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "w_regularizer": keras.regularizers.serialize(self.w_regularizer),
+        }
+
+
+def scale_model():
+    inputs = keras.Input((5,))
+    return keras.Model(inputs, L.Dense(1, name="head")(Scale(name="scale")(inputs)))
+
+
+def test_register_layer_saves_a_custom_layers_penalty_in_its_own_config(tmp_path):
+    # not declared: it counts, the model records the call, and the note says how
+    model = scale_model()
+    with pytest.warns(UserWarning, match=r"keras_regs.register_layer\(") as record:
+        keras_regs.regularize_model(model, weight_l2=0.1)
+    (note,) = [str(w.message) for w in record if "register_layer" in str(w.message)]
+    assert note.splitlines()[-1] == "  scale (Scale): w"
+    assert "keras_regs" in model.get_config()
+    assert model.get_layer("scale").w_regularizer is None
+    # declared: the layer's own config holds it, and the model needs no record
+    keras_regs.register_layer(Scale, {"w": "w_regularizer"})
+    try:
+        model = scale_model()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            keras_regs.regularize_model(model, weight_l2=0.1)
+        assert "keras_regs" not in model.get_config()
+        layer = model.get_layer("scale")
+        assert isinstance(layer.w_regularizer, keras_regs.regularizers.Penalties)
+        w, head = to_numpy(layer.w), to_numpy(model.get_layer("head").kernel)
+        expected = 0.1 * (np.sum(w**2) + np.sum(head**2))
+        model.save(tmp_path / "scale.keras")
+        loaded = keras.saving.load_model(tmp_path / "scale.keras")
+        np.testing.assert_allclose(
+            sum(float(to_numpy(v)) for v in loaded.losses), expected, rtol=1e-5
+        )
+    finally:
+        keras_regs.model.slots._REGISTERED.clear()
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((int, {"w": "w_regularizer"}), "`cls`"),
+        ((Scale, {}), "`weights`"),
+        ((Scale, {"w": 3}), "`weights`"),
+        ((Scale, {"w": "w_regularizer"}, 5), "`owner`"),
+    ],
+)
+def test_register_layer_refuses_bad_arguments(args, match):
+    with pytest.raises(TypeError, match=match):
+        keras_regs.register_layer(*args)

@@ -31,7 +31,7 @@ from helpers import (
     snapshot,
     to_numpy,
 )
-from zoo import MODELS, data
+from zoo import MODELS, data, kerashub, kerashub_data
 
 
 def trained(name):
@@ -173,3 +173,58 @@ def test_round_trip_checks_catch_a_lost_penalty():
         check_kept(model, x, copy)
     assert json.loads(model.to_json()) != json.loads(copy.to_json())
     assert len(copy.losses) < len(model.losses)
+
+
+def trained_kerashub():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = kerashub()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = kerashub_data()
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    return model, x
+
+
+@pytest.mark.slow
+def test_kerashub_row_keeps_everything_on_every_path(tmp_path):
+    """The matrix's KerasHub row: JSON, get_config, `.weights.h5` into a model
+    built again, `.keras` in a fresh process (only keras_regs and keras_hub
+    imported), and (TensorFlow) the exported SavedModel. `clone_model` is left
+    out: Keras' clone of a KerasHub backbone is a plain Functional rebuilt from
+    its layers' configs, without the backbone's class, with or without
+    keras_regs (docs/saving.md)."""
+    model, x = trained_kerashub()
+    assert keeps_penalties(model) and len(seed_states(model)) > 0
+    weights = model.get_weights()
+    for path, copy in {
+        "json": keras.models.model_from_json(model.to_json()),
+        "config": type(model).from_config(model.get_config()),
+    }.items():
+        assert type(copy) is type(model), path
+        copy.set_weights(weights)
+        try:
+            check_kept(model, x, copy)
+        except AssertionError as error:
+            raise AssertionError(f"{path}: {error}") from error
+    model.save_weights(tmp_path / "model.weights.h5")
+    keras.backend.clear_session()
+    fresh = kerashub()
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(seed_states(fresh), seed_states(model), strict=True)
+    )
+    fresh.load_weights(tmp_path / "model.weights.h5")
+    assert_snapshots_equal(snapshot(model, x), snapshot(fresh, x), config=False)
+    model.save(tmp_path / "model.keras")
+    (after,) = load_all_in_fresh_process(
+        [(tmp_path / "model.keras", x)],
+        imports=("import keras_regs", "import keras_hub"),
+    )
+    assert_snapshots_equal(snapshot(model, x), after)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        model.export(str(tmp_path / "exported"), verbose=False)
+        served = tf.saved_model.load(str(tmp_path / "exported"))
+        predicted = model.predict(x, batch_size=len(x["token_ids"]), verbose=0)
+        np.testing.assert_array_equal(np.asarray(served.serve(x)), predicted)

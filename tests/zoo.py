@@ -126,3 +126,30 @@ def data(name, n=32):
         return [v.astype("float32") for v in x], [v.astype("float32") for v in y]
     x = rng.normal(size=(n, 6)).astype("float32")
     return x, rng.normal(size=(n, 2)).astype("float32")
+
+
+def kerashub():
+    """The KerasHub row: a tiny GPT-2 backbone (its config holds only its
+    constructor arguments), regularized in place; never from_preset."""
+    import keras_hub
+
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=40,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=8,
+    )
+    return keras_regs.regularize_model(
+        backbone, weight_l2=1e-2, hidden_dropout=0.2, seed=5
+    )
+
+
+def kerashub_data(n=8):
+    rng = np.random.default_rng(0)
+    x = {
+        "token_ids": rng.integers(1, 40, size=(n, 8)).astype("int32"),
+        "padding_mask": np.ones((n, 8), "int32"),
+    }
+    return x, rng.normal(size=(n, 8, 8)).astype("float32")

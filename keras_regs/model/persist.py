@@ -42,12 +42,15 @@ class Regularized:
 
     def get_config(self):
         config = dict(super().get_config())
+        identity = self.__dict__.get("_keras_regs_class")
+        if identity is None:  # built by `clone_model` as this class: no record yet
+            return config
         if KEY in config:
             raise ValueError(
                 f"{type(self).__name__}'s config already has a key {KEY!r}; "
                 "keras_regs cannot record its calls beside it."
             )
-        record = {"class": self._keras_regs_class, "calls": list(calls(self))}
+        record = {"class": identity, "calls": list(calls(self))}
         if not has_graph(self) and self.built:
             build = self.get_build_config()
             if build is not None:
@@ -111,12 +114,16 @@ def _identity(model):
     }
 
 
-def keep(model, call):
-    """Record `call` (canonical keyword dict) in `model`'s config."""
-    recorded = list(calls(model))
-    if not isinstance(model, Regularized):
+def keep(model, call, earlier=()):
+    """Record `call` (canonical keyword dict) in `model`'s config, after the
+    `earlier` calls (those recorded on the model it was rebuilt from)."""
+    recorded = list(calls(model)) or list(earlier)
+    if "_keras_regs_class" not in model.__dict__:
+        # (a model rebuilt by clone_model may already have the subclass)
+        own = original_class(model)
+        model.__class__ = own
         identity = _identity(model)
-        model.__class__ = _subclass(type(model))
+        model.__class__ = _subclass(own)
         object.__setattr__(model, "_keras_regs_class", identity)
     if not recorded or recorded[-1] != call:
         recorded.append(call)

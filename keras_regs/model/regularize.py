@@ -108,9 +108,13 @@ def regularize_model(
     _warn_double_decay(model, penalties)
     if mixin.records_spec(model):
         mixin.record(model, penalties, include_bias)
-    elif isinstance(result, persist.Regularized) or _needs_record(changes, pending):
+    elif (
+        isinstance(model, persist.Regularized)
+        or isinstance(result, persist.Regularized)
+        or _needs_record(changes, pending)
+    ):
         call = canonical_call(penalties, layers, reduction, include_bias, seed)
-        persist.keep(result, call)
+        persist.keep(result, call, earlier=persist.calls(model))
     return result
 
 
