@@ -438,3 +438,20 @@ def test_a_second_call_on_a_recorded_functional_model_keeps_both(tmp_path):
     np.testing.assert_allclose(
         sum(float(to_numpy(v)) for v in loaded.losses), l2_reference(new), rtol=1e-5
     )
+
+
+def test_preview_lists_insertions_and_leaves_a_kerashub_model_as_it_was():
+    model = bert()
+    before = model_state(model)
+    rows = keras_regs.preview(
+        model, weight_l2=S, hidden_dropout=0.1, print_fn=lambda _: None
+    )
+    dropouts = [r["layer"] for r in rows if r["keyword"] == "hidden_dropout"]
+    assert dropouts == [
+        "token_embedding_dropout",
+        "position_embedding_dropout",
+        "segment_embedding_dropout",
+        "transformer_layer_0_dropout",
+    ]
+    assert_states_equal(model_state(model), before)
+    assert type(model) is keras_hub.models.BertBackbone
