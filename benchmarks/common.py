@@ -7,6 +7,7 @@ alike. It reports the median of the
 rounds and ratios against the baseline variant, never bare seconds alone.
 """
 
+import gc
 import json
 import os
 import platform
@@ -22,11 +23,28 @@ import numpy as np  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 
 
-def interleaved(variants, rounds=30, warmup=5):
-    """`variants`: {name: callable}. Returns {name: median seconds per call}."""
+def interleaved(variants, rounds=30, warmup=5, setup=None):
+    """`variants`: {name: callable}. Returns {name: median seconds per call}.
+
+    With `setup` (a callable), every call of a variant, warm-up included, gets its
+    own fresh `setup()` as its argument, made outside the timed span (followed by
+    a garbage collection, so that no call pays for an earlier round's garbage).
+    """
+
+    def run(name):
+        if setup is None:
+            start = time.perf_counter()
+            variants[name]()
+            return time.perf_counter() - start
+        argument = setup()
+        gc.collect()
+        start = time.perf_counter()
+        variants[name](argument)
+        return time.perf_counter() - start
+
     for _ in range(warmup):
-        for run in variants.values():
-            run()
+        for name in variants:
+            run(name)
     times = {name: [] for name in variants}
     names = list(variants)
     for i in range(rounds):
@@ -34,9 +52,7 @@ def interleaved(variants, rounds=30, warmup=5):
         # right after the same other one (whose caches it would inherit).
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            variants[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(run(name))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
