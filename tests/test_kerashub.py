@@ -455,3 +455,23 @@ def test_preview_lists_insertions_and_leaves_a_kerashub_model_as_it_was():
     ]
     assert_states_equal(model_state(model), before)
     assert type(model) is keras_hub.models.BertBackbone
+
+
+def test_what_cannot_be_saved_is_said_when_regularize_model_is_called():
+    class Odd(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(2, name="dense")
+
+        def call(self, x):
+            return self.dense(x)
+
+        def get_config(self):
+            return {**super().get_config(), "keras_regs": "its own"}
+
+    model = Odd()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.warns(UserWarning, match=r"'odd' \(Odd\) counts.*cannot be saved"):
+        keras_regs.regularize_model(model, weight_l2=S)
+    assert type(model) is Odd and model.get_config()["keras_regs"] == "its own"
+    assert len(model.losses) == 1

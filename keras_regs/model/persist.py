@@ -109,9 +109,11 @@ def _subclass(cls):
 def _identity(model):
     """How Keras names the model's own class in a saved config."""
     serialized = keras.saving.serialize_keras_object(model)
-    return {
+    identity = {
         key: serialized.get(key) for key in ("module", "class_name", "registered_name")
     }
+    identity["config"] = serialized.get("config")  # popped by `keep`
+    return identity
 
 
 def keep(model, call, earlier=()):
@@ -122,12 +124,31 @@ def keep(model, call, earlier=()):
         # (a model rebuilt by clone_model may already have the subclass)
         own = original_class(model)
         model.__class__ = own
-        identity = _identity(model)
+        try:
+            identity = _identity(model)
+        except Exception as error:  # noqa: BLE001 - said, not hidden
+            _cannot_keep(model, f"Keras cannot serialize it ({error})")
+            return False
+        if KEY in (identity.pop("config", None) or {}):
+            _cannot_keep(model, f"its own config already has a key {KEY!r}")
+            return False
         model.__class__ = _subclass(own)
         object.__setattr__(model, "_keras_regs_class", identity)
     if not recorded or recorded[-1] != call:
         recorded.append(call)
     object.__setattr__(model, _CALLS, recorded)
+    return True
+
+
+def _cannot_keep(model, reason):
+    warnings.warn(
+        f"keras_regs: what regularize_model attached to {model.name!r} "
+        f"({type(model).__name__}) counts in training but cannot be saved with "
+        f"it: {reason}. A copy loaded from a save gets the weights without these "
+        "penalties or inserted layers.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def forget(model):
