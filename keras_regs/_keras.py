@@ -110,6 +110,23 @@ def graph_nodes(model):
     return [node for nodes in model._nodes_by_depth.values() for node in nodes]
 
 
+def call_order(model):
+    """`{id(operation): [node, ...]}`: each operation's calls in the order
+    `Function._run_through_graph` makes them (depth by depth, deepest first),
+    so that a rebuild can tell which call of a shared layer it is making."""
+    order = {}
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                order.setdefault(id(node.operation), []).append(node)
+    return order
+
+
+def node_keywords(node):
+    """The keyword arguments of a call (`Node.arguments.kwargs`)."""
+    return dict(node.arguments.kwargs)
+
+
 def node_inputs(node):
     """The symbolic tensors a call took (`Node.arguments.keras_tensors`)."""
     return list(node.arguments.keras_tensors)

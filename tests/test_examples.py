@@ -15,6 +15,7 @@ SHORT = {
     "digits.py": ["--short"],
     "quickstart.py": ["--epochs", "1"],
     "contractive_autoencoder.py": ["--epochs", "15"],
+    "kerashub_finetune.py": ["--short"],
 }
 
 
@@ -50,6 +51,24 @@ def test_contractive_autoencoder_shows_a_smaller_jacobian_at_similar_error():
         "contractive_autoencoder.py", *SHORT["contractive_autoencoder.py"]
     )
     assert "mean ||J||_F^2" in output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="PyTorch runs the three BERT trainings eagerly: about 100 s of CPU in the "
+    "short mode, 4 minutes on 2 busy cores; the TensorFlow and JAX passes run it",
+)
+def test_kerashub_finetune_keeps_class_penalties_and_predictions_on_reload():
+    # a tiny BertTextClassifier, three variants, then a fresh-process reload; the
+    # script exits 1 unless all three checks hold
+    pytest.importorskip("keras_hub")
+    output = run_example("kerashub_finetune.py", *SHORT["kerashub_finetune.py"])
+    for variant in ("plain (Adam)", "AdamW", "regularize_model"):
+        assert variant in output
+    assert "class kept: True" in output
+    assert "penalties identical: True" in output
+    assert "predictions identical: True" in output
 
 
 @pytest.mark.slow

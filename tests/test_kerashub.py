@@ -475,3 +475,123 @@ def test_what_cannot_be_saved_is_said_when_regularize_model_is_called():
         keras_regs.regularize_model(model, weight_l2=S)
     assert type(model) is Odd and model.get_config()["keras_regs"] == "its own"
     assert len(model.losses) == 1
+
+
+def causal_lm():
+    lm = keras_hub.models.GPT2CausalLM(backbone=gpt2(), preprocessor=None)
+    x = {
+        "token_ids": np.ones((2, SEQ), "int32"),
+        "padding_mask": np.ones((2, SEQ), "int32"),
+    }
+    return lm, x
+
+
+def test_tied_embeddings_are_an_output_layer_for_the_role_keywords():
+    """GPT-2's token embedding also computes the logits (reverse call): hidden
+    keywords leave it alone, output ones go after the logits call only."""
+    lm, x = causal_lm()
+    keras_regs.regularize_model(lm, hidden_dropout=0.5, hidden_l1=1.0)
+    logits = lm.outputs[0]._keras_history.operation
+    assert logits.name == "token_embedding"
+    assert lm.backbone.token_embedding.activity_regularizer is None
+    keras.utils.set_random_seed(0)
+    train = to_numpy(lm(x, training=True))
+    assert np.mean(train == 0) < 0.05  # no dropout on the logits
+    lm, x = causal_lm()
+    keras_regs.regularize_model(lm, output_dropout=0.5)
+    (layer,) = [
+        layer
+        for model in (lm, lm.backbone)
+        for layer in model.layers
+        if getattr(layer, "inserted_by", None)
+    ]
+    assert lm.outputs[0]._keras_history.operation is layer  # after the logits
+    assert all(  # not after the embedding's input call inside the backbone
+        not getattr(layer, "inserted_by", None) for layer in lm.backbone.layers
+    )
+    keras.utils.set_random_seed(0)
+    assert 0.3 < np.mean(to_numpy(lm(x, training=True)) == 0) < 0.7
+
+
+def test_strip_on_a_task_clears_a_record_its_backbone_carries(tmp_path):
+    backbone = bert()
+    keras_regs.regularize_model(backbone, weight_l2=S, hidden_dropout=0.1)
+    task = keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=3, preprocessor=None
+    )
+    keras_regs.strip_regularization(task)
+    assert type(task.backbone) is keras_hub.models.BertBackbone
+    assert "keras_regs" not in task.backbone.get_config()
+    assert task.losses == []
+    task.save(tmp_path / "task.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # KerasHub: compile() is custom
+        loaded = keras.saving.load_model(tmp_path / "task.keras")
+    assert type(loaded.backbone) is keras_hub.models.BertBackbone
+    assert loaded.losses == []
+
+
+def test_clone_model_of_a_recorded_model_saves_and_loads(tmp_path):
+    """Keras' clone rebuilds layers from their configs (the composite layer's
+    sublayers without their penalties, as Keras clones a KerasHub model); what
+    it has, it saves and loads."""
+    model = composite()
+    keras_regs.regularize_model(model, weight_l2=S)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.save(tmp_path / "clone.keras")
+    loaded = keras.saving.load_model(tmp_path / "clone.keras")
+    x = inputs_of("composite")
+    before, after = snapshot(clone, x), snapshot(loaded, x)
+    before["config"]["config"].pop("keras_regs")  # an empty record: no call
+    assert_snapshots_equal(before, after, config=False)
+    assert isinstance(loaded, keras_regs._keras.FUNCTIONAL)
+
+
+def test_a_regularized_kerashub_model_pickles_with_everything():
+    import pickle
+
+    model = bert()
+    keras_regs.regularize_model(model, weight_l2=S, hidden_dropout=0.1)
+    copy = pickle.loads(pickle.dumps(model))
+    assert isinstance(copy, keras_hub.models.BertBackbone)
+    x = inputs_of("bert")
+    assert_snapshots_equal(snapshot(model, x), snapshot(copy, x))
+
+
+def test_contractive_skips_blocks_it_cannot_wrap_and_refuses_them_by_name():
+    model = bert()
+    before = model_state(model)
+    with pytest.raises(ValueError, match=r"'transformer_layer_0' is called with"):
+        keras_regs.regularize_model(
+            model, contractive={"strength": 0.1, "pattern": "transformer_layer_0"}
+        )
+    assert_states_equal(model_state(model), before)
+    keras_regs.regularize_model(model, contractive=0.1)
+    wrapped = [
+        layer.layer.name
+        for layer in model.layers
+        if isinstance(layer, keras_regs.layers.Contractive)
+    ]
+    assert "transformer_layer_0" not in wrapped
+
+
+def test_a_lora_model_with_inserted_layers_saves_and_loads(tmp_path):
+    """Frozen layers are hidden layers too, so that the replay on the loaded
+    model (KerasHub does not save LoRA: every weight comes back trainable)
+    inserts the very layers the file holds."""
+    model = bert()
+    model.enable_lora(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the frozen weights' note
+        keras_regs.regularize_model(model, hidden_dropout=0.1)
+    names = sorted(layer.name for layer in inserted_layers(model))
+    assert "token_embedding_dropout" in names  # after a frozen embedding too
+    model.save(tmp_path / "lora.keras")
+    loaded = keras.saving.load_model(tmp_path / "lora.keras")
+    assert sorted(layer.name for layer in inserted_layers(loaded)) == names
+    np.testing.assert_array_equal(seed_states(loaded), seed_states(model))
+
+
+def inserted_layers(model):
+    return [layer for layer in model.layers if getattr(layer, "inserted_by", None)]

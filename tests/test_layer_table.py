@@ -316,3 +316,13 @@ def test_register_layer_saves_a_custom_layers_penalty_in_its_own_config(tmp_path
 def test_register_layer_refuses_bad_arguments(args, match):
     with pytest.raises(TypeError, match=match):
         keras_regs.register_layer(*args)
+
+
+def test_register_layer_with_a_misspelt_attribute_is_named_when_used():
+    keras_regs.register_layer(Scale, {"w": "w_regulariser"})
+    try:
+        model = scale_model()
+        with pytest.raises(ValueError, match=r"no attribute 'w_regulariser'"):
+            keras_regs.regularize_model(model, weight_l2=0.1)
+    finally:
+        keras_regs.model.slots._REGISTERED.clear()

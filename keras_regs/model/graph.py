@@ -108,7 +108,7 @@ def walk(model):
 
     Nested models are walked; the nested model itself is not listed.
     """
-    seen, infos = set(), []
+    seen, infos, by_layer = set(), [], {}
 
     def visit(current, indices, prefix, listed):
         """`indices`: which of `current`'s outputs are outer outputs (None: unknown,
@@ -120,21 +120,25 @@ def walk(model):
         if graph and indices is not None and indices:
             outputs = output_operations(current, indices)
         for layer in current.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
             inner = unwrap(layer)
             used = None
             if graph and indices is not None:
                 used = outputs.get(id(inner), set())
+            if id(layer) in seen:
+                # called again here (tied embeddings: GPT-2's logits): an
+                # output layer if any of its calls produces an output
+                if used and id(inner) in by_layer:
+                    by_layer[id(inner)].is_output = True
+                continue
+            seen.add(id(layer))
             if isinstance(layer, keras.Model):
                 visit(layer, used, f"{prefix}{layer.name}/", listed)
             elif not isinstance(layer, keras.layers.InputLayer):
                 is_output = None if used is None else bool(used)
                 wrapper = layer if inner is not layer else None
-                infos.append(
-                    LayerInfo(inner, is_output, prefix, wrapper, listed, current)
-                )
+                info = LayerInfo(inner, is_output, prefix, wrapper, listed, current)
+                infos.append(info)
+                by_layer[id(inner)] = info
 
     outputs = set(range(len(model.outputs))) if has_graph(model) else None
     visit(model, outputs, "", True)

@@ -32,6 +32,7 @@ from keras_regs.model.graph import (
     walk,
 )
 from keras_regs.model.slots import owns_kernel
+from keras_regs.model.spec import LAYER_KEYWORDS
 
 CLASSES = {"noise": GaussianNoise, "dropout": BernoulliDropout}
 # The wrapper first (it replaces the layer's call), then noise, then dropout.
@@ -45,6 +46,18 @@ class Insertion:
     value: float
     keep: bool = False  # inserted by an earlier call for a keyword not given now
     reduction: str = "sum"  # contractive only
+    role: str | None = None  # "output" or "hidden": only after such calls
+
+    def __post_init__(self):
+        if self.role is None and self.argument in LAYER_KEYWORDS:
+            self.role = LAYER_KEYWORDS[self.argument][1]
+
+    def follows(self, produces_output):
+        """Whether it goes after a call that does (True) or does not (False)
+        produce an output of the model (None: the layer's only call)."""
+        if produces_output is None or self.role not in ("output", "hidden"):
+            return True
+        return produces_output == (self.role == "output")
 
 
 def _layer_seed(seed, name):
@@ -109,18 +122,35 @@ def select_anchors(model, requests):
             anchors = [i.layer for i in infos if i.is_output]
         if not anchors:
             what = (
-                f"the pattern {request.pattern!r} matches no layer or input name"
+                f"the pattern {request.pattern!r} matches no layer or input name "
+                "(noise and dropout go between the model's layers, not inside a "
+                "composite layer)"
                 if request.pattern is not None
                 else f"the model has no {request.role} layer"
             )
+            received = request.value
+            if request.role is None:  # noise={pattern: value}, dropout={...}
+                received = {request.pattern: request.value}
             raise ValueError(
                 f"Invalid value for argument `{request.argument}`: {what}. "
-                f"Received: {request.argument}={request.value!r}"
+                f"Received: {request.argument}={received!r}"
             )
         if request.kind == "contractive":
             if request.pattern is None:  # by default, only layers with float inputs
-                anchors = [a for a in anchors if differentiable_input(a)]
+                anchors = [
+                    a for a in anchors if differentiable_input(a) and _wrappable(a)
+                ]
             else:
+                awkward = [a.name for a in anchors if not _wrappable(a)]
+                if awkward:
+                    raise ValueError(
+                        f"Invalid value for argument `{request.argument}`: layer "
+                        f"{awkward[0]!r} is called with more than one input tensor "
+                        "or with keyword arguments (a transformer block's "
+                        "`padding_mask`), which the Contractive wrapper cannot pass "
+                        "on; it wraps layers of one tensor. Received: "
+                        f"{request.argument}={request.value!r}"
+                    )
                 integer = [a.name for a in anchors if not differentiable_input(a)]
                 if integer:
                     raise ValueError(
@@ -147,6 +177,7 @@ def select_anchors(model, requests):
                     request.kind,
                     request.value,
                     reduction=request.reduction,
+                    role=request.role,
                 )
             )
     return wanted
@@ -191,6 +222,14 @@ class _Builder:
         self.updates = []  # (layer, {attribute: value}): set once the rebuild worked
         self.wrappers = {}  # id(layer) -> its Contractive wrapper in the new graph
         self.replaced = []  # (model, inputs, outputs): graphs to set in place
+        # how often each layer is called, over the model and its nested models
+        self.calls = {}
+        for level in [model, *(m for m in _every_layer(model) if has_graph(m))]:
+            if isinstance(level, keras.Model) and not isinstance(
+                level, keras.Sequential
+            ):
+                for key, nodes in _keras.call_order(level).items():
+                    self.calls[key] = self.calls.get(key, 0) + len(nodes)
 
     def _unique(self, name):
         candidate, n = name, 0
@@ -246,9 +285,11 @@ class _Builder:
         self.wrappers[id(layer)] = wrapper
         return wrapper
 
-    def after(self, anchor, outputs):
+    def after(self, anchor, outputs, produces_output=None):
         insertions = [
-            i for i in self.plan.get(id(anchor), []) if i.kind != "contractive"
+            i
+            for i in self.plan.get(id(anchor), [])
+            if i.kind != "contractive" and i.follows(produces_output)
         ]
         if not insertions:
             return outputs
@@ -282,7 +323,21 @@ class _Builder:
             )
         }
 
+        # A layer called several times (tied embeddings) gets output noise or
+        # dropout only after the calls that produce the model's outputs, and
+        # hidden ones only after the others.
+        order, counts = _keras.call_order(model), {}
+        level_outputs = {id(t) for t in model.outputs}
+
+        def produces_output(layer):
+            index = counts[id(layer)] = counts.get(id(layer), -1) + 1
+            nodes = order.get(id(layer), [])
+            if self.calls.get(id(layer), 0) < 2 or index >= len(nodes):
+                return None
+            return any(id(t) in level_outputs for t in nodes[index].outputs)
+
         def call_function(layer, *args, **kwargs):
+            produces = produces_output(layer)
             args, kwargs = keras.tree.map_structure(
                 lambda t: wrapped.get(id(t), t), (args, kwargs)
             )
@@ -294,7 +349,7 @@ class _Builder:
             if "mask" in kwargs and not _takes_mask(target):
                 kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
             outputs = target(*args, **kwargs)
-            return self.after(unwrap(layer), outputs)
+            return self.after(unwrap(layer), outputs, produces)
 
         def clone_function(layer):
             return self.rebuild(layer) if isinstance(layer, keras.Model) else layer
@@ -344,6 +399,16 @@ class _Builder:
         if model.compiled:
             new.compile_from_config(model.get_compile_config())
         return new
+
+
+def _wrappable(layer):
+    """Whether every call of `layer` takes one tensor and at most `mask` and
+    `training` keywords: what the Contractive wrapper passes on."""
+    for node in layer._inbound_nodes:
+        extra = set(_keras.node_keywords(node)) - {"mask", "training"}
+        if extra or len(_keras.node_inputs(node)) != 1:
+            return False
+    return True
 
 
 def _takes_mask(layer):

@@ -167,7 +167,7 @@ def _select_activity(infos, slots_of, request):
     hidden, ends = [], hidden_ends(infos)
     for info in infos:
         slots = slots_of[id(info.layer)]
-        owns_kernel = any(s.kind == KERNEL and s.variable.trainable for s in slots)
+        owns_kernel = any(s.kind == KERNEL for s in slots)
         end = ends[id(info.layer)]  # the block's output: after its BN and ReLU
         if owns_kernel and not end.is_output:
             if all(slot.layer is not end.layer for slot in hidden):

@@ -40,11 +40,19 @@ def original_class(model_or_class):
 class Regularized:
     """The base of the classes `keep` gives a model (see the module docstring)."""
 
+    def __reduce__(self):
+        # Keras pickles a model as its `.keras` bytes and a classmethod of its
+        # class; this class is made at run time, so name the base's instead.
+        reduced = super().__reduce__()
+        if getattr(reduced[0], "__name__", None) == "_unpickle_model":
+            return (keras.Model._unpickle_model, *reduced[1:])
+        return reduced
+
     def get_config(self):
         config = dict(super().get_config())
         identity = self.__dict__.get("_keras_regs_class")
-        if identity is None:  # built by `clone_model` as this class: no record yet
-            return config
+        if identity is None:  # built by `clone_model` as this class: nothing
+            identity = _class_identity(original_class(self))  # recorded on it
         if KEY in config:
             raise ValueError(
                 f"{type(self).__name__}'s config already has a key {KEY!r}; "
@@ -116,6 +124,14 @@ def _identity(model):
     return identity
 
 
+def _class_identity(cls):
+    return {
+        "module": cls.__module__,
+        "class_name": cls.__name__,
+        "registered_name": keras.saving.get_registered_name(cls),
+    }
+
+
 def keep(model, call, earlier=()):
     """Record `call` (canonical keyword dict) in `model`'s config, after the
     `earlier` calls (those recorded on the model it was rebuilt from)."""
@@ -149,6 +165,12 @@ def _cannot_keep(model, reason):
         UserWarning,
         stacklevel=4,
     )
+
+
+def forget_all(model):
+    """`forget` the model and every model or layer inside it that has a record."""
+    for layer in model._flatten_layers(include_self=True):
+        forget(layer)
 
 
 def forget(model):
@@ -201,6 +223,12 @@ def load(config):
     if "build_config" in record:
         entry["build_config"] = record["build_config"]
     model = keras.saving.deserialize_keras_object(entry)
+    if not isinstance(model, keras.layers.Layer) or isinstance(model, Regularized):
+        raise TypeError(
+            f"Invalid value for config key `{KEY}['class']`: it names "
+            f"{type(model).__name__}, not a Keras model or layer of its own. "
+            f"Received: {record['class']!r}"
+        )
     if not model.built:  # replayed once built (at its first call)
         model.__class__ = _subclass(type(model))
         object.__setattr__(model, "_keras_regs_class", record["class"])

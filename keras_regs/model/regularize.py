@@ -175,8 +175,8 @@ def strip_regularization(model):
     penalize.apply(changes)
     if mixin.records_spec(result):
         mixin.forget(result)
-    persist.forget(model)
-    persist.forget(result)
+    persist.forget_all(model)
+    persist.forget_all(result)
     if changes:
         _reset_compiled_functions(model)
         _reset_compiled_functions(result)

@@ -219,6 +219,13 @@ def _table_slots(layer, owner, listed):
     slots = []
     for name, attribute, kind in weights:
         variable = _own_variable(holder, name)
+        if variable is not None and not hasattr(holder, attribute):
+            raise ValueError(
+                f"keras_regs.register_layer({type(owner).__name__}, ...) declares "
+                f"that attribute {attribute!r} saves the penalty of weight {name!r}, "
+                f"but layer {owner.name!r} has no attribute {attribute!r}. Declare "
+                "the attribute its constructor takes and get_config saves."
+            )
         if variable is not None:
             config = ((holder, attribute),)
             slots.append(WeightSlot(layer, variable, config, kind, native=listed))
@@ -335,10 +342,10 @@ def _unique(slots):
 
 
 def owns_kernel(layer, listed=True):
-    """Whether `layer` (or a sublayer) has a trainable kernel-like weight."""
-    return any(
-        s.kind == KERNEL and s.variable.trainable for s in weight_slots(layer, listed)
-    )
+    """Whether `layer` (or a sublayer) has a kernel-like weight, trainable or
+    not: a frozen layer (a LoRA base) is still a hidden layer, so that the same
+    call inserts the same layers whatever is frozen (and a reload matches)."""
+    return any(s.kind == KERNEL for s in weight_slots(layer, listed))
 
 
 # Layer classes declared with `register_layer`, looked up before `TABLE`.
