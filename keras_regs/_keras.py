@@ -127,6 +127,16 @@ def node_keywords(node):
     return dict(node.arguments.kwargs)
 
 
+def node_positional_inputs(node):
+    """The symbolic tensors among a call's positional arguments
+    (`Node.arguments.args`)."""
+    return [
+        x
+        for x in keras.tree.flatten(node.arguments.args)
+        if isinstance(x, keras.KerasTensor)
+    ]
+
+
 def node_inputs(node):
     """The symbolic tensors a call took (`Node.arguments.keras_tensors`)."""
     return list(node.arguments.keras_tensors)

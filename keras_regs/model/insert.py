@@ -406,7 +406,7 @@ def _wrappable(layer):
     `training` keywords: what the Contractive wrapper passes on."""
     for node in layer._inbound_nodes:
         extra = set(_keras.node_keywords(node)) - {"mask", "training"}
-        if extra or len(_keras.node_inputs(node)) != 1:
+        if extra or len(_keras.node_positional_inputs(node)) != 1:
             return False
     return True
 
