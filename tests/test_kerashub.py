@@ -6,9 +6,6 @@ over the model's trainable weights with more than one dimension whose name is
 not a bias, as Keras lists them (`model.trainable_weights`).
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -25,6 +22,7 @@ from helpers import (
     assert_states_equal,
     load_all_in_fresh_process,
     model_state,
+    run_python,
     save_inputs,
     seed_states,
     snapshot,
@@ -284,18 +282,6 @@ def test_keras_files_keep_everything_in_a_fresh_process(tmp_path):
         assert len(a["losses"]) > 0
 
 
-def _run(script, *args):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *args],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
-
-
 def test_insertion_keeps_a_task_its_class_backbone_and_preprocessor():
     tokenizer = keras_hub.models.BertTokenizer(
         vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "a"]
@@ -350,8 +336,9 @@ def test_stripped_vit_saves_and_loads_without_keras_regs(tmp_path):
     save_inputs(tmp_path / "x.npz", x)
     expected = to_numpy(stripped(x, training=False))
     np.save(tmp_path / "expected.npy", expected)
-    output = _run(
-        f"""
+    output = run_python(
+        textwrap.dedent(
+            f"""
         import sys
         sys.path.insert(0, {TESTS_DIR!r})
         import numpy as np
@@ -364,7 +351,8 @@ def test_stripped_vit_saves_and_loads_without_keras_regs(tmp_path):
             keras.ops.convert_to_numpy(model(x, training=False)), np.load(sys.argv[3])
         )
         print(type(model).__name__, len(model.losses))
-        """,
+        """
+        ),
         str(path),
         str(tmp_path / "x.npz"),
         str(tmp_path / "expected.npy"),

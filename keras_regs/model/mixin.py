@@ -10,9 +10,8 @@ model is built.
 
 import keras
 
-from keras_regs import _schedule
 from keras_regs.model.graph import has_graph
-from keras_regs.model.spec import read_spec
+from keras_regs.model.spec import canonical_penalties, read_spec
 
 CONFIG_KEY = "keras_regs"
 _SPECS = "_keras_regs_specs"  # the calls made on this model, in order
@@ -128,16 +127,7 @@ def records_spec(model):
 def canonical_spec(penalties, include_bias):
     """One `regularize_model` call as plain JSON: penalty requests only (a
     subclassed model has no graph to insert layers into)."""
-    spec = {"include_bias": include_bias}
-    for request in penalties:
-        value = {
-            "strength": _schedule.to_config(request.strength),
-            "reduction": request.reduction,
-        }
-        if request.pattern is not None:
-            value["pattern"] = request.pattern
-        spec[request.argument] = value
-    return spec
+    return {"include_bias": include_bias, **canonical_penalties(penalties)}
 
 
 def record(model, penalties, include_bias):

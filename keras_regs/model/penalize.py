@@ -333,8 +333,11 @@ def _notes(request, selected, frozen):
             f"base kernel is one):\n{lines}"
         )
     frozen_layers = sorted(
-        {s.layer.name for s in selected if isinstance(s, ActivitySlot)}
-        & {s.layer.name for s in selected if not s.layer.trainable}
+        {
+            s.layer.name
+            for s in selected
+            if isinstance(s, ActivitySlot) and not s.layer.trainable
+        }
     )
     if frozen_layers:
         yield (

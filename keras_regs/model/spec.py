@@ -198,12 +198,12 @@ def read_spec(
     return penalties, layers, include_bias, seed
 
 
-def canonical_call(penalties, layers, reduction, include_bias, seed):
-    """One `regularize_model` call as plain JSON keywords (`read_call` reads it):
-    each keyword as `{strength (or rate, stddev), pattern, reduction}`."""
+def canonical_penalties(penalties):
+    """`{argument: {strength, reduction[, pattern]}}`: the penalty keywords of a
+    call as plain JSON (a schedule as its config)."""
     from keras_regs import _schedule
 
-    call = {"include_bias": include_bias, "seed": seed, "reduction": reduction}
+    keywords = {}
     for request in penalties:
         value = {
             "strength": _schedule.to_config(request.strength),
@@ -211,7 +211,17 @@ def canonical_call(penalties, layers, reduction, include_bias, seed):
         }
         if request.pattern is not None:
             value["pattern"] = request.pattern
-        call[request.argument] = value
+        keywords[request.argument] = value
+    return keywords
+
+
+def canonical_call(penalties, layers, reduction, include_bias, seed):
+    """One `regularize_model` call as plain JSON keywords (`read_call` reads it):
+    each keyword as `{strength (or rate, stddev), pattern, reduction}`."""
+    from keras_regs import _schedule
+
+    call = {"include_bias": include_bias, "seed": seed, "reduction": reduction}
+    call.update(canonical_penalties(penalties))
     maps = {}
     for request in layers:
         amount = _schedule.to_config(request.value)
