@@ -23,8 +23,11 @@ import numpy as np  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 
 
-def interleaved(variants, rounds=30, warmup=5, setup=None):
+def interleaved(variants, rounds=30, warmup=5, setup=None, times_out=None):
     """`variants`: {name: callable}. Returns {name: median seconds per call}.
+
+    `times_out` (a dict) receives every call's time, {name: [seconds, ...]},
+    round by round (for ratios paired within a round).
 
     With `setup` (a callable), every call of a variant, warm-up included, gets its
     own fresh `setup()` as its argument, made outside the timed span (followed by
@@ -53,6 +56,8 @@ def interleaved(variants, rounds=30, warmup=5, setup=None):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
             times[name].append(run(name))
+    if times_out is not None:
+        times_out.update(times)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -129,13 +134,26 @@ def train_steps(name, title, models, baseline, x, y, rounds, ratio_key):
     for model in models.values():
         model.set_weights(weights)
     steps = {k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}
-    medians = interleaved(steps, rounds=rounds)
+    times = {}
+    medians = interleaved(steps, rounds=rounds, times_out=times)
     print_table(title, medians, baseline)
+    # Each variant's time over the baseline's in the same round, the median over
+    # rounds: what a drift in the machine's speed (another process, a clock)
+    # moves less than the ratio of medians.
+    paired = {
+        k: statistics.median(t / b for t, b in zip(v, times[baseline], strict=True))
+        for k, v in times.items()
+    }
+    print(
+        "  paired (median of per-round ratios): "
+        + ", ".join(f"{k} x{v:.3f}" for k, v in paired.items() if k != baseline)
+    )
     record(
         name,
         {
             "median_ms": {k: v * 1e3 for k, v in medians.items()},
             ratio_key: ratios(medians, baseline),
+            "paired_" + ratio_key: paired,
             "rounds": rounds,
         },
     )

@@ -7,7 +7,7 @@ with `train_on_batch` (jit-compiled): logs on (regularize_model's default: a
 scale, logs off with three cheap compiled metrics (three more logged values, as
 the logs add). Goal: under 2% per step.
 
-    python benchmarks/logs_step.py [--rounds 300]
+    python benchmarks/logs_step.py [--rounds 600]
 """
 
 import argparse
@@ -25,7 +25,7 @@ def mlp():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=600)
     args = parser.parse_args()
     x, y = common.batch()
     models = {"logs off": mlp(), "logs on": mlp()}

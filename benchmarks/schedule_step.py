@@ -35,7 +35,7 @@ def mlp(scheduled):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=600)
     args = parser.parse_args()
     x, y = common.batch()
     models = common.compiled({"numbers": mlp(False), "schedules": mlp(True)})

@@ -3,6 +3,7 @@
 from keras_regs import layers, regularizers
 from keras_regs.model import (
     RegularizationMixin,
+    bind_schedules,
     log_penalties,
     preview,
     register_layer,
@@ -31,6 +32,7 @@ __all__ = [
     "Regularizer",
     "WeightL1",
     "WeightL2",
+    "bind_schedules",
     "layers",
     "log_penalties",
     "plot_penalties",

@@ -1,12 +1,15 @@
-"""Keras internals keras_regs touches to keep a model's class, in one place.
+"""Every Keras internal keras_regs touches, in one place.
 
 Each name below is private to Keras; the comment says why it is needed.
 `tests/test_keras_internals.py` fails naming the attribute when a Keras release
 removes or changes one.
 """
 
+import functools
+
 import keras
 from keras.src.models.functional import Functional
+from keras.src.trainers.compile_utils import MetricsList
 
 # The class of models built with `keras.Model(inputs, outputs)`: the test of
 # whether a Functional subclass (a KerasHub backbone) writes its own config.
@@ -68,7 +71,7 @@ def replace_graph(model, inputs, outputs, removable):
             "_functional_layer_ids",
             {id(layer) for layer in model._flatten_layers()},
         )
-    _reset_functions(model)
+    retrace(model)
     return before
 
 
@@ -89,13 +92,7 @@ def restore_graph(model, state):
             "_functional_layer_ids",
             {id(layer) for layer in model._flatten_layers()},
         )
-    _reset_functions(model)
-
-
-def _reset_functions(model):
-    for name in ("train_function", "test_function", "predict_function"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)
+    retrace(model)
 
 
 def graph_nodes(model):
@@ -144,3 +141,188 @@ def node_inputs(node):
 
 def node_outputs(node):
     return list(node.outputs)
+
+
+# ---------------------------------------------------------------------------
+# Layers, variables and graph history
+# ---------------------------------------------------------------------------
+
+
+def flatten_layers(layer, include_self=False):
+    """`Layer._flatten_layers`: every layer tracked inside `layer`, each once,
+    nested models and the sublayers of composite layers included (public
+    `model.layers` lists only a model's direct layers)."""
+    return list(layer._flatten_layers(include_self=include_self))
+
+
+def sublayers(layer):
+    """`Layer._layers`: the layers a layer tracks directly (public `layers`
+    exists only on models; a composite layer, a LoRA Dense, a KerasHub
+    `TransformerEncoder` hold theirs here)."""
+    return layer._layers
+
+
+def own_variables(layer):
+    """The variables a layer created itself, without its sublayers'
+    (`Layer._trainable_variables` + `_non_trainable_variables`; public
+    `weights` includes every sublayer's)."""
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def inbound_nodes(layer):
+    """`Operation._inbound_nodes`: the calls of a layer, in every graph it is in
+    (`[]` for a layer never called symbolically)."""
+    return list(getattr(layer, "_inbound_nodes", None) or [])
+
+
+def history_operation(tensor):
+    """The operation that produced a symbolic tensor
+    (`KerasTensor._keras_history.operation`)."""
+    return tensor._keras_history.operation
+
+
+def history(tensor):
+    """`KerasTensor._keras_history`: (operation, node index, tensor index)."""
+    return tensor._keras_history
+
+
+# Keras pickles a model as its `.keras` bytes plus this classmethod
+# (`Model.__reduce__`); a class made at run time names it instead of its own.
+UNPICKLE_MODEL = keras.Model._unpickle_model
+
+
+# ---------------------------------------------------------------------------
+# Training integration
+# ---------------------------------------------------------------------------
+
+# A metric whose `metrics` are searched by name by `MonitorCallback` (the base
+# of EarlyStopping, ModelCheckpoint, ReduceLROnPlateau) for a `_direction`
+# ("up"/"down"), the only way Keras infers `mode="auto"` for a name that is not
+# `loss` (`keras/src/callbacks/monitor_callback.py`).
+METRICS_LIST = MetricsList
+DIRECTION = "_direction"
+
+
+def untrack(model, metric):
+    """Stop `model` tracking `metric` (so it leaves `model.metrics`).
+
+    `Layer._tracker` is what puts a metric set as an attribute into
+    `model.metrics`; after `compile` it is locked (Keras refuses new state on
+    a compiled model), so it is unlocked for the change and locked again.
+    """
+    tracker = model._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        tracker.untrack(metric)
+    finally:
+        if locked:
+            tracker.lock()
+
+
+def set_tracked(model, name, value):
+    """`setattr(model, name, value)` on a model whose tracker may be locked."""
+    tracker = model._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        setattr(model, name, value)
+    finally:
+        if locked:
+            tracker.lock()
+
+
+def aggregate_additional_loss(model):
+    """`Trainer._aggregate_additional_loss(loss)`: how `compute_loss` scales the
+    sum of `model.losses` (per replica, dtype) before adding it; the bound
+    method, replaced by `install_steps` to read off what it adds."""
+    return model._aggregate_additional_loss
+
+
+STEP_MARK = "_keras_regs_step"
+
+
+def install_steps(model, train_step, test_step, compute_loss, training_arg, aggregate):
+    """Replace the model's step methods on the instance (not its class).
+
+    `fit` and `evaluate` call `self.train_step`, `self.test_step` (and these
+    call `self.compute_loss`, which calls `self._aggregate_additional_loss`)
+    through the instance, when the step function is made; an instance attribute
+    therefore takes effect for this model only, whatever its class (a
+    Functional or Sequential model, a KerasHub task, a subclass with its own
+    steps), and leaves the class and other models alone.
+    """
+    object.__setattr__(model, "_aggregate_additional_loss", aggregate)
+    for name, step in (("train_step", train_step), ("test_step", test_step)):
+        step = functools.partial(step)
+        setattr(step, STEP_MARK, True)
+        object.__setattr__(model, name, step)
+    object.__setattr__(model, "compute_loss", compute_loss)
+    # Keras decides once, in `Trainer.__init__`, whether to pass `training` to
+    # `compute_loss` (`Trainer._compute_loss`): it must answer for the method
+    # the replacement passes its arguments on to.
+    object.__setattr__(model, "_compute_loss_has_training_arg", training_arg)
+
+
+def takes_training(method):
+    """Whether `compute_loss` accepts `training` (Keras passes it only then:
+    `Trainer._compute_loss`; an override written before Keras 3.3 has none)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
+
+
+def iterations_variable(optimizer):
+    """`optimizer._iterations`: the variable behind the public read-only
+    `optimizer.iterations`, to find it among the optimizer's variables."""
+    return optimizer._iterations
+
+
+def jax_optimizer_values(state):
+    """The optimizer's variable values in a JAX train step's state, the first
+    argument of `train_step(state, data)`: `(trainable, non_trainable,
+    optimizer, metrics)` (`keras/src/backend/jax/trainer.py`)."""
+    return state[2]
+
+
+def sync_state(model):
+    """On JAX, put the values a running `fit` holds in its state back into the
+    model's variables (`Trainer.jax_state_sync`, public), and make the loop
+    read its state from the variables again at the next step, so that a change
+    made from a callback (a new metric, a new variable) is seen by it."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+def retrace(model):
+    """The next step of `fit`, `evaluate` and `predict` is traced anew.
+
+    A step function made before is replaced by a new one (`make_*_function(
+    force=True)`, public), never set to `None`: `fit` reads
+    `self.train_function` before each step, and a callback that changes the
+    model during `fit` would otherwise leave it nothing to call.
+    """
+    # A step installed by `install_steps` is given anew (the same function in
+    # a new `functools.partial`): `jax.jit` keeps its traces per function
+    # object, and would reuse the trace made before the change.
+    for name in ("train_step", "test_step"):
+        step = model.__dict__.get(name)
+        if getattr(step, STEP_MARK, False):
+            fresh = functools.partial(getattr(step, "func", step))
+            setattr(fresh, STEP_MARK, True)
+            object.__setattr__(model, name, fresh)
+    for name, make in (
+        ("train_function", "make_train_function"),
+        ("test_function", "make_test_function"),
+        ("predict_function", "make_predict_function"),
+    ):
+        if getattr(model, name, None) is not None:
+            getattr(model, make)(force=True)

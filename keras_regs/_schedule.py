@@ -13,23 +13,34 @@ the model's optimizer, the same step its learning-rate schedule sees:
   test step holds no optimizer state; it reads the step through a host callback.
 
 Outside a step (an eager call, `model.losses`, `predict`), a schedule bound to a
-model reads the optimizer's current step. A schedule on a model that was never
-bound (hand-set, or loaded from a file, before `keras_regs.log_penalties(model)`)
-is evaluated at step 0, with a warning saying so.
+model reads the optimizer's current step. A schedule that was never bound
+(`keras_regs.bind_schedules`, which `log_penalties` and `regularize_model` call
+and which a loaded model gets again) raises an error where it is evaluated:
+there is no step to evaluate it at.
+
+The step of the step being traced is the thread's own (see `_terms`), so two
+models trained at once in two threads each read their own optimizer's step.
 """
 
 import contextlib
-import warnings
+import threading
 import weakref
 
 import keras
 from keras import ops
 
-from keras_regs import _backend
+from keras_regs import _backend, _keras
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 _BOUND = "_keras_regs_model"  # the weakref to the model a scheduled object serves
-_steps = []  # a stack of [compute, value]: the step of the step being traced
+
+
+class _Stacks(threading.local):
+    def __init__(self):
+        self.steps = []  # [compute, value]: the step of each step being traced
+
+
+_local = _Stacks()
 
 
 def is_schedule(value):
@@ -73,17 +84,17 @@ def to_config(value):
 def stepping(compute):
     """Within the block, schedules are evaluated at `compute()`, called once
     (lazily: a step without schedules reads nothing)."""
-    _steps.append([compute, None])
+    _local.steps.append([compute, None])
     try:
         yield
     finally:
-        _steps.pop()
+        _local.steps.pop()
 
 
 def _current_step():
-    if not _steps:
+    if not _local.steps:
         return None
-    entry = _steps[-1]
+    entry = _local.steps[-1]
     if entry[1] is None:
         entry[1] = entry[0]()
     return entry[1]
@@ -111,8 +122,10 @@ def train_step_of(model, args):
     optimizer's variables in the step's state (`args[0][2]`)."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and _backend.backend() == "jax" and args:
-        for variable, value in zip(optimizer.variables, args[0][2], strict=True):
-            if variable is optimizer._iterations:
+        counter = _keras.iterations_variable(optimizer)
+        values = _keras.jax_optimizer_values(args[0])
+        for variable, value in zip(optimizer.variables, values, strict=True):
+            if variable is counter:
                 return optimizer_step(optimizer, value)
     return model_step(model)
 
@@ -121,7 +134,8 @@ def test_step_of(model):
     """The optimizer's step inside `model.test_step` (JAX: read from the host)."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and _backend.backend() == "jax":
-        return optimizer_step(optimizer, _backend.host_value(optimizer._iterations))
+        counter = _keras.iterations_variable(optimizer)
+        return optimizer_step(optimizer, _backend.host_value(counter))
     return model_step(model)
 
 
@@ -140,20 +154,17 @@ def value(amount, owner, name):
     if step is None:
         reference = getattr(owner, _BOUND, None)
         model = reference() if reference is not None else None
-        if getattr(model, "optimizer", None) is not None:
-            step = model_step(model)
-        else:
-            if not getattr(owner, "_keras_regs_warned", False):
-                object.__setattr__(owner, "_keras_regs_warned", True)
-                warnings.warn(
-                    f"The `{name}` of {type(owner).__name__} is a schedule, but "
-                    "no model's optimizer step is bound to it: it is evaluated at "
-                    "step 0. Call `keras_regs.log_penalties(model)` once the model "
-                    "is compiled (regularize_model does it for you; a model loaded "
-                    "from a file needs it again).",
-                    stacklevel=3,
-                )
-            step = 0
+        if model is None:
+            raise RuntimeError(
+                f"The `{name}` of {type(owner).__name__} "
+                f"{getattr(owner, 'name', '')!r} is a schedule, but no model's "
+                "optimizer step is bound to it, so there is no step to evaluate "
+                "it at. Call `keras_regs.bind_schedules(model)` (or "
+                "`keras_regs.log_penalties(model)`) on the model it belongs to "
+                "before `fit`; `regularize_model` does it for you, and a model "
+                "saved after it is bound again when loaded."
+            )
+        step = model_step(model)
     return ops.cast(amount(step), "float32")
 
 

@@ -4,29 +4,43 @@ While a step wrapped by `keras_regs.log_penalties` runs, every keras_regs penalt
 records the value it adds to the loss here, under its keyword. The step's
 `compute_loss` reads them back in the same trace (TensorFlow's graph, JAX's jit):
 no state outlives the step, and outside such a step nothing is recorded.
+
+The record belongs to the step being traced, and a step is traced in one
+thread (TensorFlow traces each replica of a `tf.distribute` strategy in a
+thread of its own, which runs the whole step): the stack of records is the
+thread's own, so two models trained at once in two threads never see each
+other's terms.
 """
 
 import contextlib
+import threading
 
 from keras import ops
 
-_active = []  # a stack of collections: {key: (keyword, value)}
+
+class _Stacks(threading.local):
+    def __init__(self):
+        self.records = []  # {key: (keyword, value)}, innermost step last
+
+
+_local = _Stacks()
 
 
 @contextlib.contextmanager
 def collecting():
     """Record the penalty terms added while the block runs; yields the record."""
     record = {}
-    _active.append(record)
+    _local.records.append(record)
     try:
         yield record
     finally:
-        _active.pop()
+        _local.records.pop()
 
 
 def current():
     """The record of the step being collected, or None outside such a step."""
-    return _active[-1] if _active else None
+    records = _local.records
+    return records[-1] if records else None
 
 
 def record(keyword, value, x, target, owner):
@@ -37,7 +51,8 @@ def record(keyword, value, x, target, owner):
     time Keras reads `model.losses`; keyed by penalty and variable, a second read
     replaces the first instead of counting twice.
     """
-    if not _active:
+    active = current()
+    if active is None:
         return
     if callable(keyword):  # computed only while collecting
         keyword = keyword()
@@ -47,8 +62,22 @@ def record(keyword, value, x, target, owner):
     if target == "weights":
         key = ("weights", id(owner), id(x))
     else:
-        key = ("call", len(_active[-1]))
-    _active[-1][key] = (keyword, value)
+        key = ("call", len(active))
+    active[key] = (keyword, value)
+
+
+def register_name(name):
+    """Let a logged term's name be looked up as a metric that is minimized.
+
+    KerasTuner infers an objective's direction (`objective="val_data_loss"`)
+    before any model exists, from `keras.metrics.deserialize(name)`: each
+    logged name is registered (unless taken) as a Keras custom object naming
+    `keras.metrics.Mean`, which is what a logged term is: a mean over the
+    epoch's batches, lower is better.
+    """
+    import keras
+
+    keras.saving.get_custom_objects().setdefault(name, keras.metrics.Mean)
 
 
 def totals(record):

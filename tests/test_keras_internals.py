@@ -58,3 +58,140 @@ def test_replace_graph_and_restore_graph_round_trip():
     _keras.restore_graph(model, state)
     assert extra not in model.layers
     assert [id(x) for x in model._layers] == [id(x) for x in before["_layers"]]
+
+
+# -- layers, variables, graph history --------------------------------------------
+
+
+def test_flatten_layers_reaches_a_nested_models_layers_once():
+    inner = functional()
+    inputs = keras.Input((3,))
+    outer = keras.Model(inputs, inner(inputs))
+    found = _keras.flatten_layers(outer)
+    assert [id(x) for x in found].count(id(inner.layers[1])) == 1
+    assert inner in found and outer not in found
+    assert outer in _keras.flatten_layers(outer, include_self=True)
+
+
+def test_sublayers_and_own_variables_of_a_composite_layer():
+    dense = keras.layers.Dense(4)
+    dense.build((None, 3))
+    dense.enable_lora(2)  # a LoRA Dense holds its factors as its own variables
+    names = {v.path.split("/")[-1] for v in _keras.own_variables(dense)}
+    assert {"kernel", "bias", "lora_kernel_a", "lora_kernel_b"} <= names
+    model = functional()
+    assert list(_keras.sublayers(model)) == list(model.layers)
+
+
+def test_inbound_nodes_and_history_lead_back_through_the_graph():
+    model = functional()
+    dense = model.layers[2]
+    (node,) = _keras.inbound_nodes(dense)
+    assert _keras.history_operation(node.input_tensors[0]) is model.layers[1]
+    operation, node_index, tensor_index = _keras.history(model.outputs[0])
+    assert (operation, node_index, tensor_index) == (dense, 0, 0)
+    assert _keras.inbound_nodes(keras.layers.Dense(2)) == []
+
+
+def test_unpickle_model_is_what_keras_pickles_a_model_with():
+    reduced = functional().__reduce__()
+    assert reduced[0].__func__ is _keras.UNPICKLE_MODEL.__func__
+
+
+# -- training integration --------------------------------------------------------
+
+
+def test_callbacks_find_a_direction_in_a_metrics_lists_entries():
+    from keras.src.callbacks.monitor_callback import MonitorCallback
+
+    source = inspect.getsource(MonitorCallback._set_monitor_op)
+    assert "MetricsList" in source and "_direction" in source, (
+        "MonitorCallback no longer reads `_direction` from a MetricsList's metrics"
+    )
+    assert issubclass(_keras.METRICS_LIST, keras.metrics.Metric)
+
+
+def compiled():
+    model = functional()
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_set_tracked_adds_a_metric_to_a_model_whose_tracker_is_locked():
+    model = compiled()
+    model._tracker.lock()  # as Keras locks a model's state once it is built
+    metric = keras.metrics.Mean(name="extra")
+    with pytest.raises(ValueError):
+        model._extra = metric  # what the lock is for
+    _keras.set_tracked(model, "_extra", metric)
+    assert metric in model.metrics and model._tracker.locked
+    _keras.untrack(model, metric)
+    _keras.set_tracked(model, "_extra", None)
+    assert metric not in model.metrics and model._tracker.locked
+
+
+def test_compute_loss_adds_the_aggregated_losses():
+    source = inspect.getsource(keras.Model.compute_loss)
+    assert "_aggregate_additional_loss" in source, (
+        "Trainer.compute_loss no longer calls _aggregate_additional_loss"
+    )
+    bound = _keras.aggregate_additional_loss(compiled())
+    assert callable(bound) and bound.__name__ == "_aggregate_additional_loss"
+
+
+def test_keras_asks_whether_compute_loss_takes_training():
+    model = compiled()
+    assert model._compute_loss_has_training_arg is True
+    assert "_compute_loss_has_training_arg" in inspect.getsource(
+        keras.Model._compute_loss
+    )
+
+    def old(x, y, y_pred, sample_weight):
+        return 0
+
+    def new(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return 0
+
+    assert not _keras.takes_training(old) and _keras.takes_training(new)
+
+
+def test_install_steps_replaces_the_steps_of_one_model_only():
+    model, other = compiled(), compiled()
+    calls = []
+
+    def step(data):
+        calls.append(data)
+        return {}
+
+    _keras.install_steps(
+        model, step, step, model.compute_loss, False, lambda loss: loss
+    )
+    model.train_step("data")
+    assert calls == ["data"] and other.train_step.__func__ is keras.Model.train_step
+    assert model._compute_loss_has_training_arg is False
+
+
+def test_the_optimizer_step_counter_and_its_place_in_a_jax_state():
+    model = compiled()
+    model.optimizer.build(model.trainable_variables)
+    counter = _keras.iterations_variable(model.optimizer)
+    assert counter is model.optimizer.iterations or (
+        counter.path == model.optimizer.iterations.path
+    )
+    assert any(v is counter for v in model.optimizer.variables)
+    state = ("trainable", "non_trainable", "optimizer", "metrics")
+    assert _keras.jax_optimizer_values(state) == "optimizer"
+    if keras.backend.backend() == "jax":  # the JAX trainer is keras.Model's base
+        source = inspect.getsource(keras.Model.train_step)
+        assert "optimizer_variables," in source and "metrics_variables," in source
+
+
+def test_retrace_makes_new_step_functions_and_sync_state_is_public():
+    model = compiled()
+    model.make_train_function()
+    first = model.train_function
+    _keras.retrace(model)
+    assert model.train_function is not None and model.train_function is not first
+    assert model.predict_function is None  # none made: none made now
+    if keras.backend.backend() == "jax":
+        assert callable(model.jax_state_sync)

@@ -10,7 +10,6 @@ import textwrap
 import warnings
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 
@@ -28,6 +27,16 @@ from helpers import (
     snapshot,
     to_numpy,
 )
+
+try:
+    import keras_hub
+except ImportError as error:  # a Keras KerasHub does not support yet
+    if ".dev" not in keras.__version__:
+        raise  # the test extra installs keras-hub: a real failure
+    pytest.skip(
+        f"keras_hub does not import with Keras {keras.__version__}: {error}",
+        allow_module_level=True,
+    )
 
 S = 1e-3  # the weight_l2 strength
 SEQ = 8
@@ -378,14 +387,19 @@ def test_bad_input_frozen_only_and_weightless_composite_name_the_layer():
     assert_states_equal(model_state(model), before)
 
 
-def test_a_plain_functional_model_of_known_layers_keeps_its_usual_config():
-    """No record where every penalty is in a layer's own config."""
+def test_a_plain_functional_model_of_known_layers_records_no_call():
+    """No call to replay where every penalty is in a layer's own config: the
+    record only says that logs and schedules are connected again on load."""
     inputs = keras.Input((4,))
     outputs = keras.layers.Dense(2)(keras.layers.Dense(3)(inputs))
     model = keras.Model(inputs, outputs)
     keras_regs.regularize_model(model, weight_l2=S)
-    assert type(model) is keras_regs._keras.FUNCTIONAL
-    assert "keras_regs" not in model.get_config()
+    assert isinstance(model, keras_regs._keras.FUNCTIONAL)
+    assert type(model).__name__ == "Functional"
+    config = model.get_config()
+    assert config["keras_regs"]["calls"] == [] and config["keras_regs"]["logs"]
+    dense = config["layers"][1]["config"]
+    assert dense["kernel_regularizer"]["class_name"] == "Penalties"
 
 
 def test_strip_gives_back_the_class_and_the_same_object_for_kerashub():
@@ -531,7 +545,8 @@ def test_clone_model_of_a_recorded_model_saves_and_loads(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "clone.keras")
     x = inputs_of("composite")
     before, after = snapshot(clone, x), snapshot(loaded, x)
-    before["config"]["config"].pop("keras_regs")  # an empty record: no call
+    for state in (before, after):  # an empty record: no call
+        assert state["config"]["config"].pop("keras_regs")["calls"] == []
     assert_snapshots_equal(before, after, config=False)
     assert isinstance(loaded, keras_regs._keras.FUNCTIONAL)
 

@@ -6,8 +6,6 @@ term, computed from the weights as they were at the start of that epoch. The
 reference schedule is NumPy's straight line, not Keras' PolynomialDecay.
 """
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -160,22 +158,34 @@ def test_saved_and_loaded_model_resumes_the_schedule_at_its_step(tmp_path):
 
     loaded = trained_and_reloaded(by_keyword(), 3, tmp_path)
     assert int(to_numpy(loaded.optimizer.iterations)) == 3
-    keras_regs.log_penalties(loaded)
     history, seen = train(loaded, epochs=3, initial_epoch=3)
     assert_follows_ramp(history, seen, first_step=3)
     np.testing.assert_allclose(history["weight_l2"], straight["weight_l2"][3:], 1e-6)
 
 
-def test_a_loaded_model_not_yet_connected_warns_and_reads_step_0(tmp_path):
-    loaded = trained_and_reloaded(by_keyword(), 2, tmp_path)
-    with pytest.warns(UserWarning, match=r"log_penalties\(model\)"):
-        assert [float(to_numpy(loss)) for loss in loaded.losses] == [0.0] * 3
-    keras_regs.log_penalties(loaded)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        total = sum(float(to_numpy(loss)) for loss in loaded.losses)
-    assert not [w for w in caught if "log_penalties" in str(w.message)]
+@pytest.mark.parametrize("build", [by_keyword, by_constructor])
+def test_a_loaded_model_reads_its_optimizers_step_with_no_extra_call(build, tmp_path):
+    loaded = trained_and_reloaded(build(), 2, tmp_path)
+    total = sum(float(to_numpy(loss)) for loss in loaded.losses)
     expected = ramp(2) * sum(float(np.sum(k**2)) for k in kernels(loaded))
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    history, seen = train(loaded, epochs=1, initial_epoch=2)
+    assert_follows_ramp(history, seen, first_step=2)
+
+
+def test_a_schedule_bound_to_no_model_stops_fit_with_the_call_to_make():
+    model = mlp(kernel_regularizer=keras_regs.WeightL2(warmup()))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    before = [to_numpy(w) for w in model.weights]
+    with pytest.raises(RuntimeError, match=r"bind_schedules\(model\)"):
+        model.fit(X, Y, batch_size=N, epochs=1, verbose=0)
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, to_numpy(new))
+    keras_regs.bind_schedules(model)  # schedules only: no log entries
+    history, _ = train(model, epochs=2)
+    assert sorted(history) == ["loss"]
+    total = sum(float(to_numpy(loss)) for loss in model.losses)
+    expected = ramp(2) * sum(float(np.sum(k**2)) for k in kernels(model))
     np.testing.assert_allclose(total, expected, rtol=1e-5)
 
 
@@ -294,7 +304,6 @@ def test_a_subclassed_model_with_the_mixin_replays_its_schedule(tmp_path):
     model(X)
     keras_regs.regularize_model(model, weight_l2=warmup())
     loaded = trained_and_reloaded(model, 2, tmp_path)
-    keras_regs.log_penalties(loaded)
     strength = loaded.hidden.kernel_regularizer.penalties["weight_l2"].strength
     assert keras.optimizers.schedules.serialize(strength) == (
         keras.optimizers.schedules.serialize(warmup())

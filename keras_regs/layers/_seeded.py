@@ -15,7 +15,7 @@ Two things Keras' own `Dropout` and `GaussianNoise` do not do:
 
 import keras
 
-from keras_regs import _schedule
+from keras_regs import _keras, _schedule
 from keras_regs._validation import check_inserted_by, check_seed
 
 
@@ -56,11 +56,7 @@ class SeededLayer(keras.layers.Layer):
         return self._held_variable
 
     def _stateful_variables(self):
-        return (
-            self._trainable_variables
-            + self._non_trainable_variables
-            + [self.seed_generator.state]
-        )
+        return _keras.own_variables(self) + [self.seed_generator.state]
 
     def save_own_variables(self, store):
         for i, variable in enumerate(self._stateful_variables()):

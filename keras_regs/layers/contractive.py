@@ -6,7 +6,7 @@ import math
 import keras
 from keras import ops
 
-from keras_regs import _backend, _schedule, _terms
+from keras_regs import _backend, _keras, _schedule, _terms
 from keras_regs._validation import (
     check_inserted_by,
     check_non_negative,
@@ -67,7 +67,7 @@ def differentiable_input(layer):
     """Whether the layer's (first) input is floating point: a Jacobian needs one."""
     if isinstance(layer, keras.layers.Embedding):
         return False
-    nodes = getattr(layer, "_inbound_nodes", [])  # private: the first call's input
+    nodes = _keras.inbound_nodes(layer)  # the first call's input
     if not nodes or not nodes[0].input_tensors:
         return True
     return "float" in str(nodes[0].input_tensors[0].dtype)

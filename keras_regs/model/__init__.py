@@ -1,6 +1,6 @@
 """The model-level helper: one regularization spec for a whole model."""
 
-from keras_regs.model.logs import log_penalties
+from keras_regs.model.logs import bind_schedules, log_penalties
 from keras_regs.model.loss import regularization_loss
 from keras_regs.model.mixin import RegularizationMixin
 from keras_regs.model.regularize import regularize_model, strip_regularization
@@ -8,6 +8,7 @@ from keras_regs.model.report import preview, summary
 from keras_regs.model.slots import register_layer
 
 __all__ = [
+    "bind_schedules",
     "log_penalties",
     "RegularizationMixin",
     "preview",

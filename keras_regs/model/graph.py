@@ -4,6 +4,7 @@ import dataclasses
 
 import keras
 
+from keras_regs import _keras
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
 
@@ -80,8 +81,8 @@ def anchor_of(operation):
     Private API: an inserted layer's first inbound node, which every rebuild repeats.
     """
     while isinstance(operation, SeededLayer) and operation.inserted_by is not None:
-        tensor = operation._inbound_nodes[0].input_tensors[0]
-        operation = tensor._keras_history.operation
+        tensor = _keras.inbound_nodes(operation)[0].input_tensors[0]
+        operation = _keras.history_operation(tensor)
     return unwrap(operation)
 
 
@@ -96,7 +97,7 @@ def output_operations(model, indices=None):
     for i, tensor in enumerate(model.outputs):
         if indices is not None and i not in indices:
             continue
-        history = tensor._keras_history
+        history = _keras.history(tensor)
         operation = anchor_of(history.operation)
         index = history.tensor_index if operation is unwrap(history.operation) else 0
         found.setdefault(id(operation), set()).add(index)
@@ -187,14 +188,12 @@ def block_end(model, layer, consumers=None):
     when no such layer follows (or `model` has no graph)."""
     if model is None or not has_graph(model):
         return layer
-    from keras_regs import _keras
-
     consumers = _consumers(model) if consumers is None else consumers
     nodes = {id(n) for n in _keras.graph_nodes(model)}
     outputs = {id(t) for t in model.outputs}
 
     def single_call(operation):
-        calls = [n for n in operation._inbound_nodes if id(n) in nodes]
+        calls = [n for n in _keras.inbound_nodes(operation) if id(n) in nodes]
         return calls[0] if len(calls) == 1 else None
 
     end = probe = layer

@@ -66,7 +66,7 @@ def _layer_seed(seed, name):
 
 
 def _input_layers(model):
-    return [t._keras_history.operation for t in model.inputs]
+    return [_keras.history_operation(t) for t in model.inputs]
 
 
 def _refuse_subclassed(model, argument):
@@ -404,7 +404,7 @@ class _Builder:
 def _wrappable(layer):
     """Whether every call of `layer` takes one tensor and at most `mask` and
     `training` keywords: what the Contractive wrapper passes on."""
-    for node in layer._inbound_nodes:
+    for node in _keras.inbound_nodes(layer):
         extra = set(_keras.node_keywords(node)) - {"mask", "training"}
         if extra or len(_keras.node_positional_inputs(node)) != 1:
             return False

@@ -1,14 +1,15 @@
 """log_penalties: the data loss and each penalty keyword in fit's logs."""
 
 import contextlib
-import types
+import warnings
 
 import keras
 from keras import ops
 
-from keras_regs import _schedule, _terms
+from keras_regs import _keras, _schedule, _terms
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
+from keras_regs.model import persist
 from keras_regs.model.graph import check_model
 from keras_regs.regularizers.base import Regularizer, snake_case
 from keras_regs.regularizers.penalties import Penalties
@@ -16,13 +17,18 @@ from keras_regs.regularizers.penalties import Penalties
 DATA = "data_loss"
 OTHER = "other_penalties"
 _TRACKERS = "_keras_regs_trackers"
+_ENABLED = "_keras_regs_logs"  # False once logs were turned off by the user
+_WRAPPED = "_keras_regs_wrapped"
 _EXTRA = "__every_penalty__"  # the record's key for what compute_loss added
+_USED = "__compute_loss__"  # the record's key: compute_loss read this record
+for _name in (DATA, OTHER, "contractive"):
+    _terms.register_name(_name)
 
 
 def _regularizers(model):
     """Every regularizer on the model's weights and activity slots."""
     found = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras.flatten_layers(model):
         if layer.activity_regularizer is not None:
             found.append(layer.activity_regularizer)
         if isinstance(layer, Contractive):
@@ -41,7 +47,7 @@ def _ours(model):
             found.append(item)
     found += [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _keras.flatten_layers(model)
         if isinstance(layer, SeededLayer)
     ]
     return [
@@ -73,7 +79,20 @@ def _keywords(model):
     return keywords, other
 
 
-class _Terms(keras.metrics.Metric):
+class _Name:
+    """One logged term as `MonitorCallback` looks it up: a name and a direction
+    (every term is a loss: lower is better)."""
+
+    _direction = "down"
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<term {self.name}>"
+
+
+class _Terms(_keras.METRICS_LIST):
     """The epoch means of the loss's terms, one entry each in the logs.
 
     One float32 vector holds every term's weighted total and, last, the summed
@@ -81,10 +100,15 @@ class _Terms(keras.metrics.Metric):
     variables, two updates) per term: one array carried through the compiled step
     (`benchmarks/logs_step.py`). Each term is weighted by the batch size, as Keras
     weights `loss`.
+
+    It is a Keras `MetricsList` whose `metrics` name the terms, each with
+    `_direction = "down"`: that is where `EarlyStopping`, `ModelCheckpoint` and
+    `ReduceLROnPlateau` look for the direction of `monitor="val_data_loss"` (or
+    any term) when no `mode` is given.
     """
 
-    def __init__(self, names, name="keras_regs_terms", **kwargs):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, names, name="keras_regs_terms"):
+        super().__init__([_Name(n) for n in names], name=name)
         self.names = list(names)
         self.sums = self.add_variable(
             shape=(len(self.names) + 1,), initializer="zeros", name="sums"
@@ -105,6 +129,16 @@ class _Terms(keras.metrics.Metric):
     def get_config(self):
         return {"names": self.names, "name": self.name}
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def names(model):
+    """The entries `log_penalties` gives `model`'s logs, in order."""
+    keywords, other = _keywords(model)
+    return [DATA, *keywords, *([OTHER] if other else [])]
+
 
 def log_penalties(model, enabled=True):
     """Log the data loss and each penalty keyword's term during fit and evaluate.
@@ -115,26 +149,29 @@ def log_penalties(model, enabled=True):
     are not keras_regs' (a Keras `L2`, a `Penalties` base), `other_penalties`.
     Each is a mean over the epoch's batches weighted as Keras weights `loss`, so
     the entries add up to `loss`. Validation gives `val_` twins. History, the
-    progress bar and `keras.callbacks.TensorBoard` show them like any metric.
+    progress bar and `keras.callbacks.TensorBoard` show them like any metric, and
+    `EarlyStopping`, `ModelCheckpoint`, `ReduceLROnPlateau` and KerasTuner
+    know that each is minimized (`monitor="val_data_loss"` needs no `mode`).
 
-    The same call connects schedules to the model: a strength, rate or stddev
-    given as a `keras.optimizers.schedules.LearningRateSchedule` is evaluated at
-    the step of `model.optimizer` inside the compiled train and test steps
-    (without retracing them), and at the optimizer's current step outside them.
+    The same call connects schedules to the model (`keras_regs.bind_schedules`).
 
-    `keras_regs.regularize_model` calls it for you. Call it yourself for a model
-    whose keras_regs penalties were set by hand (`Dense(...,
-    kernel_regularizer=keras_regs.WeightL2(1e-4))`) and for a model loaded from a
-    file, before `fit`. Calling it again updates the entries to the penalties now
-    on the model.
+    `keras_regs.regularize_model` calls it for you, and a model saved after it
+    (to `.keras` or JSON) comes back with its logs and schedules connected.
+    Call it yourself for a model whose keras_regs penalties were set by hand
+    (`Dense(..., kernel_regularizer=keras_regs.WeightL2(1e-4))`). Calling it
+    again updates the entries to the penalties now on the model; it may be
+    called from a callback during `fit` (the entries change from the next step).
 
     With these entries `model.evaluate(x, y)` returns a list (as with any
     compiled metric); `evaluate(..., return_dict=True)["loss"]` reads the loss.
-    `log_penalties(model, enabled=False)` removes them (schedules stay connected).
+    `log_penalties(model, enabled=False)` removes them (schedules stay
+    connected; later `regularize_model` calls keep them off).
 
-    Works on TensorFlow, JAX and PyTorch, in compiled and eager steps. Under a
-    `tf.distribute` strategy the entries are not scaled per replica: use them on
-    one device.
+    Works on TensorFlow, JAX and PyTorch, in compiled and eager steps, with a
+    model's own `train_step`, `test_step` and `compute_loss` (the terms are
+    read where `compute_loss` runs). Two models may train at once in two
+    threads. Under a `tf.distribute` strategy the entries are not scaled per
+    replica: use them on one device.
 
     Args:
         model: a built `keras.Model`.
@@ -149,50 +186,117 @@ def log_penalties(model, enabled=True):
             "Invalid type for argument `enabled`. Expected a bool. "
             f"Received: enabled={enabled!r} (of type {type(enabled).__name__})"
         )
-    _schedule.bind(model, _ours(model))
-    _wrap(model)
-    current = getattr(model, _TRACKERS, None)
-    if not enabled:
-        if current is not None:
-            _set_trackers(model, None)
-            _retrace(model)
-        return model
-    keywords, other = _keywords(model)
-    names = [DATA, *keywords, *([OTHER] if other else [])]
-    if current is not None and current.names == names:
-        return model
-    _set_trackers(model, _Terms(names))
-    _retrace(model)
+    object.__setattr__(model, _ENABLED, enabled)
+    connect(model)
+    persist.mark(model)
     return model
 
 
-def _retrace(model):
-    """The next fit or evaluate traces its step anew (with the new metrics)."""
-    model.train_function = model.test_function = None
+def connected(model):
+    """Whether `log_penalties` or `bind_schedules` has wrapped the model."""
+    return model.__dict__.get(_WRAPPED, False)
+
+
+def logs_enabled(model):
+    """Whether `model` logs its terms (`log_penalties` unless turned off)."""
+    return model.__dict__.get(_ENABLED, True)
+
+
+def connect(model, logs=None):
+    """Bind the model's schedules and bring its log entries up to date.
+
+    `logs` (default: what `log_penalties` last said for this model, on if
+    never) says whether the entries are on. Called by `log_penalties`, by
+    `regularize_model` and `strip_regularization` after a change, and when a
+    saved model is loaded.
+    """
+    logs = logs_enabled(model) if logs is None else logs
+    _keras.sync_state(model)  # a change from a callback during a JAX fit
+    bind_schedules(model)
+    current = getattr(model, _TRACKERS, None)
+    wanted = names(model) if logs else None
+    if (current.names if current is not None else None) == wanted:
+        return model
+    _set_trackers(model, None if wanted is None else _Terms(wanted))
+    _keras.retrace(model)
+    return model
+
+
+def bind_schedules(model):
+    """Connect the model's scheduled strengths, rates and stddevs to its optimizer.
+
+    A `keras.optimizers.schedules.LearningRateSchedule` given as a strength, a
+    dropout rate or a noise stddev is then evaluated at the step of
+    `model.optimizer`: inside the compiled train and test steps (without
+    retracing them) and outside them. A schedule not bound to any model raises
+    an error where it is evaluated, instead of training at step 0.
+
+    `log_penalties` and `regularize_model` call it, and a model saved after
+    either comes back bound. Call it yourself for a model whose scheduled
+    penalties or layers were set by hand and whose logs you do not want.
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        The model.
+    """
+    check_model(model)
+    _schedule.bind(model, _ours(model))
+    _wrap(model)
+    return model
 
 
 def _set_trackers(model, trackers):
     """Replace the model's trackers (the old ones leave `model.metrics`)."""
     old = getattr(model, _TRACKERS, None)
-    locked = model._tracker.locked
-    model._tracker.unlock()
-    try:
-        if old is not None:
-            model._tracker.untrack(old)
-        setattr(model, _TRACKERS, trackers)
-    finally:
-        if locked:
-            model._tracker.lock()
+    if old is not None:
+        _keras.untrack(model, old)
+    _keras.set_tracked(model, _TRACKERS, trackers)
+
+
+def _values(terms, record, total):
+    """The vector `terms.update_state` takes: data loss, each term, other."""
+    sums = _terms.totals(record)
+    used = sums.pop(_USED, None) is not None
+    # every penalty as compute_loss added it (read off, not recomputed)
+    extra = sums.pop(_EXTRA, None)
+    known = ops.zeros((), "float32")
+    values = []
+    for name in terms.names[1:]:
+        if name == OTHER:  # always the last entry
+            values.append(None)
+            continue
+        value = ops.cast(sums.get(name, ops.zeros(())), "float32")
+        known = known + value
+        values.append(value)
+    if used and extra is not None:
+        extra = ops.cast(extra, "float32")
+        data = ops.cast(total, "float32") - extra
+        other = extra - known
+    else:  # the step never called compute_loss: the data loss is not known
+        data = other = ops.full((), float("nan"), "float32")
+    values = [data, *(other if v is None else v for v in values)]
+    return ops.stack(values)
+
+
+def _batch_size(*structures):
+    for structure in structures:
+        if structure is not None:
+            leaves = [x for x in keras.tree.flatten(structure) if x is not None]
+            if leaves and len(leaves[0].shape):
+                return ops.shape(leaves[0])[0]
+    return 1
 
 
 def _wrap(model):
     """Wrap the model's steps (once): evaluate schedules at the optimizer's step,
     and, while trackers are set, collect the terms and update the trackers."""
-    if getattr(model, "_keras_regs_wrapped", False):
+    if connected(model):
         return
     train_step, test_step = model.train_step, model.test_step
     compute_loss = model.compute_loss
-    aggregate = model._aggregate_additional_loss
+    aggregate = _keras.aggregate_additional_loss(model)
 
     def recorded_aggregate(loss):
         value = aggregate(loss)
@@ -203,44 +307,55 @@ def _wrap(model):
 
     def stepped(step, step_of):
         def wrapped(*args, **kwargs):
-            collect = (
-                _terms.collecting()
-                if getattr(model, _TRACKERS, None)
-                else contextlib.nullcontext()
-            )
-            with _schedule.stepping(lambda: step_of(args)), collect:
-                return step(*args, **kwargs)
+            terms = getattr(model, _TRACKERS, None)
+            collect = _terms.collecting() if terms else contextlib.nullcontext()
+            with _schedule.stepping(lambda: step_of(args)), collect as record:
+                outputs = step(*args, **kwargs)
+                if terms and record is not None and (_USED, 0) not in record:
+                    _not_read(model, terms, record)
+            return outputs
 
         return wrapped
 
-    def logged_compute_loss(
-        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
-    ):
-        total = compute_loss(x, y, y_pred, sample_weight, training=training)
-        terms = getattr(self, _TRACKERS, None)
+    def logged_compute_loss(*args, **kwargs):
+        total = compute_loss(*args, **kwargs)
+        terms = getattr(model, _TRACKERS, None)
         record = _terms.current()
-        if not terms or record is None:
+        if not terms or record is None or (_USED, 0) in record:
             return total
-        sums = _terms.totals(record)
-        # every penalty as compute_loss added it (read off, not recomputed)
-        extra = ops.cast(sums.pop(_EXTRA, ops.zeros(())), "float32")
-        batch = ops.shape(keras.tree.flatten(x)[0])[0]
-        values = [ops.cast(total, "float32") - extra]
-        known = ops.zeros((), "float32")
-        for name in terms.names[1:]:
-            if name == OTHER:  # always the last entry
-                values.append(extra - known)
-                continue
-            value = ops.cast(sums.get(name, ops.zeros(())), "float32")
-            known = known + value
-            values.append(value)
-        terms.update_state(ops.stack(values), batch)
+        record[(_USED, 0)] = (_USED, True)
+        bound = dict(zip(("x", "y", "y_pred", "sample_weight"), args, strict=False))
+        bound.update(kwargs)
+        batch = _batch_size(bound.get("x"), bound.get("y_pred"), bound.get("y"))
+        terms.update_state(_values(terms, record, total), batch)
         return total
 
-    model._aggregate_additional_loss = recorded_aggregate
-    model.train_step = stepped(
-        train_step, lambda args: _schedule.train_step_of(model, args)
+    _keras.install_steps(
+        model,
+        train_step=stepped(
+            train_step, lambda args: _schedule.train_step_of(model, args)
+        ),
+        test_step=stepped(test_step, lambda args: _schedule.test_step_of(model)),
+        compute_loss=logged_compute_loss,
+        training_arg=_keras.takes_training(compute_loss),
+        aggregate=recorded_aggregate,
     )
-    model.test_step = stepped(test_step, lambda args: _schedule.test_step_of(model))
-    model.compute_loss = types.MethodType(logged_compute_loss, model)
-    model._keras_regs_wrapped = True
+    object.__setattr__(model, _WRAPPED, True)
+
+
+def _not_read(model, terms, record):
+    """A step that never called `compute_loss`: log the terms it recorded, and
+    the data loss as NaN (it is not known), saying so once."""
+    if not model.__dict__.get("_keras_regs_said_no_compute_loss"):
+        object.__setattr__(model, "_keras_regs_said_no_compute_loss", True)
+        warnings.warn(
+            f"keras_regs: the train or test step of {type(model).__name__} "
+            f"{model.name!r} does not call `self.compute_loss`, so the data loss "
+            "is not known: `data_loss` (and `other_penalties`) are logged as "
+            "NaN; each penalty's own term is logged. Call `self.compute_loss(x, "
+            "y, y_pred, sample_weight)` in the step, or turn the entries off with "
+            "`keras_regs.log_penalties(model, enabled=False)`.",
+            UserWarning,
+            stacklevel=4,
+        )
+    terms.update_state(_values(terms, record, None), 1)

@@ -10,12 +10,12 @@ model is built.
 
 import keras
 
-from keras_regs.model.graph import has_graph
-from keras_regs.model.spec import canonical_penalties, read_spec
+from keras_regs.model.persist import MIXIN_PENDING as _PENDING
+from keras_regs.model.persist import MIXIN_SPECS as _SPECS
+from keras_regs.model.regularize import regularize_model
+from keras_regs.model.spec import read_spec
 
 CONFIG_KEY = "keras_regs"
-_SPECS = "_keras_regs_specs"  # the calls made on this model, in order
-_PENDING = "_keras_regs_pending"  # the calls still to replay after loading
 _FUNCTIONS = ("train_function", "test_function", "predict_function")
 
 
@@ -59,6 +59,10 @@ class RegularizationMixin:
     ```
     """
 
+    # What `persist.records_spec` looks for (regularize_model writes its calls
+    # here instead of through the `Regularized` subclass).
+    _keras_regs_mixin = True
+
     def get_config(self):
         config = super().get_config()
         specs = getattr(self, _SPECS, None)
@@ -97,8 +101,6 @@ class RegularizationMixin:
         return outputs
 
     def _replay_regularization(self):
-        from keras_regs.model.regularize import regularize_model
-
         specs = getattr(self, _PENDING, None)
         if not specs or not self.built:
             return
@@ -117,30 +119,6 @@ class RegularizationMixin:
             for name, function in functions.items():
                 setattr(self, name, function)
         setattr(self, _PENDING, None)
-
-
-def records_spec(model):
-    """Whether `regularize_model` writes its calls into `model`'s config."""
-    return isinstance(model, RegularizationMixin) and not has_graph(model)
-
-
-def canonical_spec(penalties, include_bias):
-    """One `regularize_model` call as plain JSON: penalty requests only (a
-    subclassed model has no graph to insert layers into)."""
-    return {"include_bias": include_bias, **canonical_penalties(penalties)}
-
-
-def record(model, penalties, include_bias):
-    specs = list(getattr(model, _SPECS, None) or [])
-    spec = canonical_spec(penalties, include_bias)
-    if not specs or specs[-1] != spec:
-        specs.append(spec)
-    setattr(model, _SPECS, specs)
-
-
-def forget(model):
-    setattr(model, _SPECS, [])
-    setattr(model, _PENDING, None)
 
 
 def check_specs(specs):

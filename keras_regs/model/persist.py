@@ -23,13 +23,18 @@ import warnings
 
 import keras
 
+from keras_regs import _keras
 from keras_regs.model.graph import has_graph
+from keras_regs.model.spec import canonical_penalties
 
 KEY = "keras_regs"
 REGISTERED = "keras_regs>Regularized"
 _CALLS = "_keras_regs_calls"  # the recorded calls, in order
 _PENDING = "_keras_regs_pending"  # calls to replay once the model is built
+_LOGS = "_keras_regs_logs"  # the model's log_penalties switch (model/logs.py)
 _SUBCLASSES = {}  # original class -> its Regularized subclass
+MIXIN_SPECS = "_keras_regs_specs"  # RegularizationMixin: the calls, in order
+MIXIN_PENDING = "_keras_regs_pending"  # RegularizationMixin: calls to replay
 
 
 def original_class(model_or_class):
@@ -45,7 +50,7 @@ class Regularized:
         # class; this class is made at run time, so name the base's instead.
         reduced = super().__reduce__()
         if getattr(reduced[0], "__name__", None) == "_unpickle_model":
-            return (keras.Model._unpickle_model, *reduced[1:])
+            return (_keras.UNPICKLE_MODEL, *reduced[1:])
         return reduced
 
     def get_config(self):
@@ -58,7 +63,11 @@ class Regularized:
                 f"{type(self).__name__}'s config already has a key {KEY!r}; "
                 "keras_regs cannot record its calls beside it."
             )
-        record = {"class": identity, "calls": list(calls(self))}
+        record = {
+            "class": identity,
+            "calls": list(calls(self)),
+            "logs": self.__dict__.get(_LOGS, True),
+        }
         if not has_graph(self) and self.built:
             build = self.get_build_config()
             if build is not None:
@@ -132,28 +141,54 @@ def _class_identity(cls):
     }
 
 
+def _adopt(model, warn):
+    """Give `model` the `Regularized` subclass of its own class (once).
+
+    Returns whether it has it; where Keras cannot serialize the model, or its
+    config already uses the record's key, it keeps its class (and `warn` says
+    what is then not saved)."""
+    if "_keras_regs_class" in model.__dict__:
+        return True
+    # (a model rebuilt by clone_model may already have the subclass)
+    own = original_class(model)
+    model.__class__ = own
+    try:
+        identity = _identity(model)
+    except Exception as error:  # noqa: BLE001 - said, not hidden
+        if warn:
+            _cannot_keep(model, f"Keras cannot serialize it ({error})")
+        return False
+    if KEY in (identity.pop("config", None) or {}):
+        if warn:
+            _cannot_keep(model, f"its own config already has a key {KEY!r}")
+        return False
+    model.__class__ = _subclass(own)
+    object.__setattr__(model, "_keras_regs_class", identity)
+    return True
+
+
 def keep(model, call, earlier=()):
     """Record `call` (canonical keyword dict) in `model`'s config, after the
     `earlier` calls (those recorded on the model it was rebuilt from)."""
     recorded = list(calls(model)) or list(earlier)
-    if "_keras_regs_class" not in model.__dict__:
-        # (a model rebuilt by clone_model may already have the subclass)
-        own = original_class(model)
-        model.__class__ = own
-        try:
-            identity = _identity(model)
-        except Exception as error:  # noqa: BLE001 - said, not hidden
-            _cannot_keep(model, f"Keras cannot serialize it ({error})")
-            return False
-        if KEY in (identity.pop("config", None) or {}):
-            _cannot_keep(model, f"its own config already has a key {KEY!r}")
-            return False
-        model.__class__ = _subclass(own)
-        object.__setattr__(model, "_keras_regs_class", identity)
+    if not _adopt(model, warn=True):
+        return False
     if not recorded or recorded[-1] != call:
         recorded.append(call)
     object.__setattr__(model, _CALLS, recorded)
     return True
+
+
+def mark(model):
+    """Make `model` come back from a save with its logs and schedules connected
+    (model/logs.py `connect`): its config records that, even where its layer
+    configs hold every penalty (a Functional or Sequential model) and no call
+    needs replaying. A RegularizationMixin model replays its own calls, which
+    connect it; a model Keras cannot serialize is left as it is (saving it
+    fails on its own)."""
+    if getattr(type(model), "_keras_regs_mixin", False):
+        return False
+    return _adopt(model, warn=False)
 
 
 def _cannot_keep(model, reason):
@@ -169,7 +204,7 @@ def _cannot_keep(model, reason):
 
 def forget_all(model):
     """`forget` the model and every model or layer inside it that has a record."""
-    for layer in model._flatten_layers(include_self=True):
+    for layer in _keras.flatten_layers(model, include_self=True):
         forget(layer)
 
 
@@ -185,15 +220,17 @@ def forget(model):
 def check_record(record):
     if (
         not isinstance(record, dict)
-        or set(record) - {"class", "calls", "build_config"}
+        or set(record) - {"class", "calls", "build_config", "logs"}
+        or not isinstance(record.get("logs", True), bool)
         or not isinstance(record.get("class"), dict)
         or not isinstance(record.get("calls"), list)
         or not all(isinstance(c, dict) for c in record["calls"])
     ):
         raise TypeError(
             f"Invalid value for config key `{KEY}`. Expected a dict with keys "
-            "'class' (the model's class) and 'calls' (the regularize_model calls "
-            f"made on it). Received: {KEY}={record!r}"
+            "'class' (the model's class), 'calls' (the regularize_model calls "
+            "made on it) and optionally 'logs' (a bool: whether log_penalties "
+            f"is on). Received: {KEY}={record!r}"
         )
     identity = record["class"]
     if set(identity) != {"module", "class_name", "registered_name"} or not all(
@@ -229,6 +266,7 @@ def load(config):
             f"{type(model).__name__}, not a Keras model or layer of its own. "
             f"Received: {record['class']!r}"
         )
+    object.__setattr__(model, _LOGS, record.get("logs", True))
     if not model.built:  # replayed once built (at its first call)
         model.__class__ = _subclass(type(model))
         object.__setattr__(model, "_keras_regs_class", record["class"])
@@ -238,6 +276,8 @@ def load(config):
 
 
 def _replay(model, recorded):
+    # regularize.py imports this module; the replay needs it back, at load time.
+    from keras_regs.model.logs import connect
     from keras_regs.model.regularize import regularize_model
 
     # The functions traced before (a first call inside `fit`) must be kept.
@@ -249,6 +289,8 @@ def _replay(model, recorded):
         warnings.simplefilter("ignore")  # said when the calls were first made
         for call in recorded:
             model = regularize_model(model, **call)
+    connect(model)  # logs (as saved) and schedules, also with no call to replay
+    mark(model)
     for name, function in functions.items():
         if function is not None:
             setattr(model, name, function)
@@ -257,6 +299,33 @@ def _replay(model, recorded):
 
 def _replay_pending(model):
     recorded = model.__dict__.get(_PENDING)
-    if recorded and model.built:
+    if recorded is not None and model.built:
         object.__delattr__(model, _PENDING)
         _replay(model, recorded)
+
+
+# RegularizationMixin models keep their calls in their own config (model/mixin.py)
+
+
+def mixin_records(model):
+    """Whether `regularize_model` writes its calls into `model`'s config."""
+    return getattr(type(model), "_keras_regs_mixin", False) and not has_graph(model)
+
+
+def canonical_spec(penalties, include_bias):
+    """One `regularize_model` call as plain JSON: penalty requests only (a
+    subclassed model has no graph to insert layers into)."""
+    return {"include_bias": include_bias, **canonical_penalties(penalties)}
+
+
+def mixin_record(model, penalties, include_bias):
+    specs = list(getattr(model, MIXIN_SPECS, None) or [])
+    spec = canonical_spec(penalties, include_bias)
+    if not specs or specs[-1] != spec:
+        specs.append(spec)
+    setattr(model, MIXIN_SPECS, specs)
+
+
+def mixin_forget(model):
+    setattr(model, MIXIN_SPECS, [])
+    setattr(model, MIXIN_PENDING, None)

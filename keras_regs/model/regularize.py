@@ -2,21 +2,10 @@
 
 import warnings
 
-from keras_regs.model import insert, mixin, penalize, persist
+from keras_regs import _keras
+from keras_regs.model import insert, logs, penalize, persist
 from keras_regs.model.graph import check_model
-from keras_regs.model.logs import log_penalties
 from keras_regs.model.spec import canonical_call, read_spec
-
-
-def _reset_compiled_functions(model):
-    """What `compile` does: the next fit/evaluate/predict traces anew.
-
-    Without it, a model already trained keeps its cached train function, which
-    was traced before the penalties were attached and does not add them.
-    """
-    for name in ("train_function", "test_function", "predict_function"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)
 
 
 def regularize_model(
@@ -87,6 +76,9 @@ def regularize_model(
     penalties, layers, include_bias, seed = read_spec(
         reduction, include_bias, seed, noise, dropout, **keywords
     )
+    # A JAX fit holds the variables' values in its own state: put them back
+    # first when called from a callback (the change is read from the next step).
+    _keras.sync_state(model)
     # Everything that can fail happens before the first change to the model.
     changes, notes = penalize.plan(model, penalties, include_bias)
     result, pending = (model, insert.Pending())
@@ -101,20 +93,24 @@ def regularize_model(
     if result is not model and _own_config(result) == _own_config(model):
         result = model  # the same spec again: nothing changed
     if changes or pending:
-        _reset_compiled_functions(model)
-        _reset_compiled_functions(result)
-        log_penalties(result)
+        # What `compile` does: the step functions traced before the change
+        # (without these penalties) are made anew, also during `fit`.
+        _keras.retrace(model)
+        _keras.retrace(result)
+    # Logs and schedules, also when nothing changed (a loaded model, the same
+    # spec again): cheap when they are already up to date.
+    logs.connect(result)
     penalize.warn(notes)
     _warn_double_decay(model, penalties)
-    if mixin.records_spec(model):
-        mixin.record(model, penalties, include_bias)
+    if persist.mixin_records(model):
+        persist.mixin_record(model, penalties, include_bias)
     elif (
-        isinstance(model, persist.Regularized)
-        or isinstance(result, persist.Regularized)
-        or _needs_record(changes, pending)
+        persist.calls(model) or persist.calls(result) or _needs_record(changes, pending)
     ):
         call = canonical_call(penalties, layers, reduction, include_bias, seed)
         persist.keep(result, call, earlier=persist.calls(model))
+    else:
+        persist.mark(result)  # logs and schedules connected again when loaded
     return result
 
 
@@ -173,11 +169,13 @@ def strip_regularization(model):
     result = insert.strip(model)
     changes = penalize.strip_changes(result)
     penalize.apply(changes)
-    if mixin.records_spec(result):
-        mixin.forget(result)
+    if persist.mixin_records(result):
+        persist.mixin_forget(result)
     persist.forget_all(model)
     persist.forget_all(result)
     if changes:
-        _reset_compiled_functions(model)
-        _reset_compiled_functions(result)
+        _keras.retrace(model)
+        _keras.retrace(result)
+    if logs.connected(result):
+        logs.connect(result)  # the entries of the keywords removed go
     return result

@@ -17,6 +17,8 @@ import dataclasses
 
 import keras
 
+from keras_regs import _keras
+
 KERNEL, BIAS, NORMALIZATION, OTHER = "kernel", "bias", "normalization", "other"
 
 _KERNEL_AND_BIAS = (
@@ -190,7 +192,7 @@ def returns_sequences(layer):
 
 
 def _own_variables(owner):
-    return list(owner._trainable_variables) + list(owner._non_trainable_variables)
+    return _keras.own_variables(owner)
 
 
 def _own_variable(owner, name):
@@ -271,7 +273,7 @@ def _skipped(layer):
 def _deep_slots(layer):
     """`layer`'s variables and its sublayers', each on the variable alone."""
     slots = _generic_slots(layer)
-    for sublayer in layer._layers:
+    for sublayer in _keras.sublayers(layer):
         if not _skipped(sublayer):
             slots += _deep_slots(sublayer)
     return slots
@@ -312,7 +314,7 @@ def weight_slots(layer, listed=True):
                         (dense, f"{name}_regularizer"),
                     )
                     slots.append(WeightSlot(layer, variable, config, kind))
-        for dense in layer._layers:  # LoRA factors, a subclass's extra layers
+        for dense in _keras.sublayers(layer):  # LoRA factors, a subclass's extra layers
             if not _skipped(dense):
                 slots += _deep_slots(dense)
         return _unique(slots)
@@ -326,7 +328,7 @@ def weight_slots(layer, listed=True):
         return _unique(slots)
     # LoRA factors and any other variable the table does not name
     slots += _generic_slots(layer, skip=_covered(slots))
-    for sublayer in layer._layers:
+    for sublayer in _keras.sublayers(layer):
         if not _skipped(sublayer):
             slots += _deep_slots(sublayer)
     return _unique(slots)

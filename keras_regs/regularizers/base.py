@@ -45,6 +45,7 @@ def _register(cls):
             )
     for keyword in names:
         _REGISTRY[keyword] = cls
+    _terms.register_name(snake_case(cls.__name__))  # its entry in the logs
 
 
 def keywords():
