@@ -280,9 +280,10 @@ def takes_training(method):
 
 
 def iterations_variable(optimizer):
-    """`optimizer._iterations`: the variable behind the public read-only
-    `optimizer.iterations`, to find it among the optimizer's variables."""
-    return optimizer._iterations
+    """The variable behind `optimizer.iterations` (public; a
+    `LossScaleOptimizer`'s is its inner optimizer's, whose counter moves), to
+    find it among `optimizer.variables`."""
+    return optimizer.iterations
 
 
 def jax_optimizer_values(state):
@@ -290,6 +291,39 @@ def jax_optimizer_values(state):
     argument of `train_step(state, data)`: `(trainable, non_trainable,
     optimizer, metrics)` (`keras/src/backend/jax/trainer.py`)."""
     return state[2]
+
+
+def unscale_for_replicas(value):
+    """`keras.src.losses.loss.unscale_loss_for_distribution`: what Keras' loss
+    tracker applies to the loss `compute_loss` returns under `tf.distribute`
+    (each replica's compiled loss and additional losses are divided by the
+    number of replicas there), so that a logged part of it reads as one
+    device's value."""
+    from keras.src.losses.loss import unscale_loss_for_distribution
+
+    return unscale_loss_for_distribution(value)
+
+
+def register_metric_name(name, cls):
+    """Let `keras.metrics.deserialize(name)` give `cls`, unless the name is
+    taken: `keras.src.metrics.ALL_OBJECTS_DICT` is the table it looks names up
+    in (only metrics: not initializers, losses or regularizers, as a global
+    custom object would be). KerasTuner infers a string objective's direction
+    from it."""
+    from keras.src import metrics
+
+    metrics.ALL_OBJECTS_DICT.setdefault(name, cls)
+
+
+# `MultiHeadAttention` keeps its four projections as private attributes, and
+# writes its `kernel_regularizer`/`bias_regularizer` config from private
+# attributes of its own (`MultiHeadAttention.get_config`): the weight slots of
+# an attention layer are these.
+MHA_PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+MHA_REGULARIZER_ATTRIBUTES = {
+    "kernel": "_kernel_regularizer",
+    "bias": "_bias_regularizer",
+}
 
 
 def sync_state(model):

@@ -162,7 +162,18 @@ def value(amount, owner, name):
                 "it at. Call `keras_regs.bind_schedules(model)` (or "
                 "`keras_regs.log_penalties(model)`) on the model it belongs to "
                 "before `fit`; `regularize_model` does it for you, and a model "
-                "saved after it is bound again when loaded."
+                "saved after it is bound again when loaded (a file saved by an "
+                "earlier keras_regs, without the record, needs the call once)."
+            )
+        if getattr(model, "optimizer", None) is None:
+            raise RuntimeError(
+                f"The `{name}` of {type(owner).__name__} "
+                f"{getattr(owner, 'name', '')!r} is a schedule bound to model "
+                f"{model.name!r}, which has no optimizer (it is not compiled, or "
+                "another model that contains it is the one trained), so there is "
+                "no step to evaluate it at. Compile it, or call "
+                "`keras_regs.bind_schedules(model)` (or `log_penalties`, or "
+                "`regularize_model`) on the model you train."
             )
         step = model_step(model)
     return ops.cast(amount(step), "float32")

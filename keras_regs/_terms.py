@@ -71,13 +71,15 @@ def register_name(name):
 
     KerasTuner infers an objective's direction (`objective="val_data_loss"`)
     before any model exists, from `keras.metrics.deserialize(name)`: each
-    logged name is registered (unless taken) as a Keras custom object naming
+    logged name is registered (unless taken) among Keras' metric names as
     `keras.metrics.Mean`, which is what a logged term is: a mean over the
     epoch's batches, lower is better.
     """
     import keras
 
-    keras.saving.get_custom_objects().setdefault(name, keras.metrics.Mean)
+    from keras_regs import _keras
+
+    _keras.register_metric_name(name, keras.metrics.Mean)
 
 
 def totals(record):

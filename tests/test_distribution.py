@@ -32,6 +32,13 @@ def test_mirrored_strategy_matches_one_device_in_fit_and_a_custom_loop():
     assert report["replicas"] == 2
     np.testing.assert_allclose(report["fit_mirrored"], report["fit_one"], rtol=1e-5)
     assert report["fit_weights"] < 1e-5
+    # every per-term entry reads as on one device, and they add up to the loss
+    one, mirrored = report["logs_one"], report["logs_mirrored"]
+    assert sorted(one) == sorted(mirrored) and "data_loss" in one
+    for key in one:
+        np.testing.assert_allclose(mirrored[key], one[key], rtol=1e-5, err_msg=key)
+    parts = sum(np.array(mirrored[k]) for k in mirrored if k != "loss")
+    np.testing.assert_allclose(parts, mirrored["loss"], rtol=1e-5)
     # keras_regs.regularization_loss scales each replica's share: like fit.
     assert report["loop_weights"] < 1e-5
     # The raw sum(model.losses) counts the penalties once per replica.

@@ -195,3 +195,27 @@ def test_retrace_makes_new_step_functions_and_sync_state_is_public():
     assert model.predict_function is None  # none made: none made now
     if keras.backend.backend() == "jax":
         assert callable(model.jax_state_sync)
+
+
+def test_multi_head_attention_keeps_its_projections_and_regularizer_attributes():
+    layer = keras.layers.MultiHeadAttention(2, 4, kernel_regularizer="l2")
+    x = keras.ops.ones((1, 3, 8))
+    layer(x, x)
+    for name in _keras.MHA_PROJECTIONS:
+        assert isinstance(getattr(layer, name, None), keras.layers.EinsumDense), name
+    for attribute in _keras.MHA_REGULARIZER_ATTRIBUTES.values():
+        assert hasattr(layer, attribute), f"MultiHeadAttention.{attribute} is gone"
+    layer._kernel_regularizer = None  # what get_config writes out
+    assert layer.get_config()["kernel_regularizer"] is None
+
+
+def test_unscale_undoes_keras_loss_scaling_and_metric_names_resolve():
+    from keras.src.losses.loss import scale_loss_for_distribution
+
+    value = keras.ops.convert_to_tensor(3.0)
+    unscaled = _keras.unscale_for_replicas(scale_loss_for_distribution(value))
+    assert float(keras.ops.convert_to_numpy(unscaled)) == 3.0
+    _keras.register_metric_name("keras_regs_test_name", keras.metrics.Mean)
+    assert isinstance(
+        keras.metrics.deserialize("keras_regs_test_name"), keras.metrics.Mean
+    )

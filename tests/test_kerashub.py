@@ -598,3 +598,21 @@ def test_a_lora_model_with_inserted_layers_saves_and_loads(tmp_path):
 
 def inserted_layers(model):
     return [layer for layer in model.layers if getattr(layer, "inserted_by", None)]
+
+
+@pytest.mark.parametrize("name", ["bert", "classifier"])
+def test_a_loaded_kerashub_model_logs_its_terms_with_no_extra_call(name, tmp_path):
+    model = keras_regs.regularize_model(MODELS[name](), weight_l2=S)
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings():  # a task compiles itself: Keras says so
+        warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called")
+        loaded = keras.saving.load_model(tmp_path / "model.keras")
+    kind = {"bert": keras_hub.models.BertBackbone}.get(
+        name, keras_hub.models.BertTextClassifier
+    )
+    assert isinstance(loaded, kind)
+    logs = fit_logs(loaded, inputs_of(name))
+    np.testing.assert_allclose(logs["weight_l2"], l2_reference(loaded), rtol=1e-5)
+    np.testing.assert_allclose(
+        logs["data_loss"] + logs["weight_l2"], logs["loss"], rtol=1e-5
+    )

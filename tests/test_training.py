@@ -180,6 +180,42 @@ def test_a_new_keyword_from_a_callback_gets_its_entry_from_the_next_epoch():
     np.testing.assert_allclose(history["weight_l1"][-1], l1, rtol=1e-5)
 
 
+def test_a_keyword_added_mid_epoch_keeps_the_epochs_running_means():
+    class AddL1(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                keras_regs.regularize_model(self.model, weight_l1=0.01)
+
+    model = compiled(keras_regs.regularize_model(mlp(), weight_l2=0.1))
+    history = fit(model, [AddL1()], epochs=1)
+    np.testing.assert_allclose(history["data_loss"][0], data_loss(model), rtol=1e-5)
+    l1 = 0.01 * sum(
+        float(np.sum(np.abs(to_numpy(layer.kernel))))
+        for layer in model.layers
+        if hasattr(layer, "kernel")
+    )
+    # steps 2 and 3 of 4 carry it: the epoch mean counts steps 0 and 1 as 0
+    np.testing.assert_allclose(history["weight_l1"][0], l1 * 2 / STEPS, rtol=1e-5)
+
+
+def test_a_schedule_follows_the_step_under_mixed_precision():
+    """A loss-scaled optimizer (mixed_float16) counts its steps in its inner
+    optimizer: the schedule reads that one."""
+    keras.config.set_dtype_policy("mixed_float16")
+    ramp = keras.optimizers.schedules.PolynomialDecay(0.0, 4, 0.4, power=1.0)
+    model = keras_regs.regularize_model(mlp(), weight_l2=ramp)
+    compiled(model)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = model.fit(X, Y, batch_size=N, epochs=3, verbose=0).history
+    squares = kernel_squares(model)
+    for epoch in range(3):
+        np.testing.assert_allclose(
+            history["weight_l2"][epoch], 0.1 * epoch * squares, rtol=1e-3, atol=1e-7
+        )
+    logs = model.evaluate(X, Y, batch_size=N, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["weight_l2"], 0.3 * squares, rtol=1e-3)
+
+
 class NoTrainingArgument(keras.Model):
     """`compute_loss` as Keras accepted it before 3.3: no `training`."""
 
@@ -199,7 +235,16 @@ class KeywordsOnly(NoTrainingArgument):
         return super(NoTrainingArgument, self).compute_loss(*args, **kwargs)
 
 
-@pytest.mark.parametrize("cls", [NoTrainingArgument, KeywordsOnly])
+class OwnComputeLoss(NoTrainingArgument):
+    """A compute_loss of its own, as Keras' guide writes one: the data loss
+    plus `sum(self.losses)`, no call to Keras' compute_loss."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        loss = keras.ops.mean(keras.ops.square(y_pred - y))
+        return loss + sum(self.losses)
+
+
+@pytest.mark.parametrize("cls", [NoTrainingArgument, KeywordsOnly, OwnComputeLoss])
 def test_a_compute_loss_override_in_any_signature_logs_its_terms(cls):
     model = cls()
     model(X[:1])
@@ -363,6 +408,71 @@ def test_a_json_config_round_trip_connects_the_rebuilt_model():
     np.testing.assert_allclose(
         history["weight_l2"][0], 0.1 * kernel_squares(rebuilt), rtol=1e-5
     )
+
+
+def test_a_clone_of_a_regularized_model_is_connected():
+    model = keras_regs.regularize_model(mlp(), weight_l2=0.1)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    history = fit(compiled(clone), epochs=1)
+    np.testing.assert_allclose(
+        history["weight_l2"][0], 0.1 * kernel_squares(clone), rtol=1e-5
+    )
+
+
+def test_a_schedule_on_an_inner_model_stops_the_outer_fit_until_it_is_bound():
+    ramp = keras.optimizers.schedules.PolynomialDecay(0.0, 4, 0.4, power=1.0)
+    inner = keras_regs.regularize_model(mlp(), weight_l2=ramp)
+    inputs = keras.Input((5,))
+    outer = compiled(keras.Model(inputs, inner(inputs)))
+    with pytest.raises(RuntimeError, match="no optimizer"):
+        outer.fit(X, Y, batch_size=N, epochs=1, verbose=0)
+    keras_regs.bind_schedules(outer)
+    outer.optimizer.iterations.assign(2)
+    outer.fit(X, Y, batch_size=N, epochs=1, verbose=0)
+    total = sum(float(to_numpy(loss)) for loss in outer.losses)  # at step 3
+    np.testing.assert_allclose(total, 0.3 * kernel_squares(inner), rtol=1e-5)
+
+
+def mixin_net():
+    from custom_models import Net
+
+    model = Net()
+    model(X[:1])
+    return model
+
+
+def test_a_mixin_model_comes_back_with_its_logs_off(tmp_path):
+    model = keras_regs.regularize_model(mixin_net(), weight_l2=0.1)
+    keras_regs.log_penalties(model, enabled=False)
+    model.save(tmp_path / "off.keras")
+    loaded = keras.saving.load_model(tmp_path / "off.keras")
+    assert sorted(fit(compiled(loaded), epochs=1)) == ["loss"]
+    assert loaded.losses  # the penalty is back
+
+
+def test_a_mixin_model_with_hand_set_penalties_comes_back_logging(tmp_path):
+    from custom_models import Net
+
+    model = Net()
+    model(X[:1])
+    model.hidden.kernel.regularizer = keras_regs.WeightL2(0.1)  # by hand
+    keras_regs.log_penalties(model)
+    assert sorted(fit(compiled(model), epochs=1)) == ["data_loss", "loss", "weight_l2"]
+    model.save(tmp_path / "hand.keras")
+    assert model.get_config()["keras_regs"] == {"calls": [], "logs": True}
+    loaded = keras.saving.load_model(tmp_path / "hand.keras")
+    history = fit(compiled(loaded), epochs=1)
+    # Net's config does not save a hand-set penalty: the loaded model logs
+    # what it has, its data loss
+    assert sorted(history) == ["data_loss", "loss"]
+
+
+def test_the_names_kerastuner_looks_up_are_only_metric_names():
+    assert isinstance(keras.metrics.deserialize("data_loss"), keras.metrics.Mean)
+    for get in (keras.initializers.get, keras.losses.get, keras.regularizers.get):
+        with pytest.raises(ValueError):
+            get("weight_l2")
 
 
 def test_contractive_alone_logs_the_data_loss_and_its_term():

@@ -4,6 +4,7 @@ import contextlib
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_regs import _keras, _schedule, _terms
@@ -170,8 +171,8 @@ def log_penalties(model, enabled=True):
     Works on TensorFlow, JAX and PyTorch, in compiled and eager steps, with a
     model's own `train_step`, `test_step` and `compute_loss` (the terms are
     read where `compute_loss` runs). Two models may train at once in two
-    threads. Under a `tf.distribute` strategy the entries are not scaled per
-    replica: use them on one device.
+    threads. Under a `tf.distribute` strategy each entry reads as on one
+    device (as Keras' `loss` does).
 
     Args:
         model: a built `keras.Model`.
@@ -190,6 +191,12 @@ def log_penalties(model, enabled=True):
     connect(model)
     persist.mark(model)
     return model
+
+
+def holds_any(model):
+    """Whether the model holds a keras_regs penalty or layer (what logs and
+    schedules are about)."""
+    return bool(_ours(model))
 
 
 def connected(model):
@@ -217,9 +224,25 @@ def connect(model, logs=None):
     wanted = names(model) if logs else None
     if (current.names if current is not None else None) == wanted:
         return model
-    _set_trackers(model, None if wanted is None else _Terms(wanted))
+    new = None if wanted is None else _Terms(wanted)
+    if current is not None and new is not None:
+        _carry(current, new)
+    _set_trackers(model, new)
     _keras.retrace(model)
     return model
+
+
+def _carry(old, new):
+    """Keep the epoch's running sums of the entries both trackers log (a
+    change from a callback mid-epoch): a new entry starts at 0, so its epoch
+    mean counts the steps before it as 0."""
+    sums = np.asarray(keras.ops.convert_to_numpy(old.sums))
+    values = np.zeros(len(new.names) + 1, "float32")
+    for i, name in enumerate(new.names):
+        if name in old.names:
+            values[i] = sums[old.names.index(name)]
+    values[-1] = sums[-1]
+    new.sums.assign(values)
 
 
 def bind_schedules(model):
@@ -270,12 +293,18 @@ def _values(terms, record, total):
         value = ops.cast(sums.get(name, ops.zeros(())), "float32")
         known = known + value
         values.append(value)
+    nan = ops.full((), float("nan"), "float32")
     if used and extra is not None:
-        extra = ops.cast(extra, "float32")
-        data = ops.cast(total, "float32") - extra
+        # compute_loss's total and what it added, as one device sees them (under
+        # tf.distribute both are divided by the replicas; the terms are not)
+        extra = _keras.unscale_for_replicas(ops.cast(extra, "float32"))
+        data = _keras.unscale_for_replicas(ops.cast(total, "float32")) - extra
         other = extra - known
+    elif used:  # a compute_loss of the model's own that adds the penalties itself
+        data = _keras.unscale_for_replicas(ops.cast(total, "float32")) - known
+        other = nan  # what it added besides keras_regs' terms is not known
     else:  # the step never called compute_loss: the data loss is not known
-        data = other = ops.full((), float("nan"), "float32")
+        data = other = nan
     values = [data, *(other if v is None else v for v in values)]
     return ops.stack(values)
 

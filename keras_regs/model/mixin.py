@@ -10,6 +10,8 @@ model is built.
 
 import keras
 
+from keras_regs.model.logs import connect, connected, holds_any, logs_enabled
+from keras_regs.model.persist import LOGS as _LOGS
 from keras_regs.model.persist import MIXIN_PENDING as _PENDING
 from keras_regs.model.persist import MIXIN_SPECS as _SPECS
 from keras_regs.model.regularize import regularize_model
@@ -65,18 +67,27 @@ class RegularizationMixin:
 
     def get_config(self):
         config = super().get_config()
-        specs = getattr(self, _SPECS, None)
-        if specs:
-            config[CONFIG_KEY] = [dict(spec) for spec in specs]
+        specs = [dict(spec) for spec in getattr(self, _SPECS, None) or []]
+        logs = logs_enabled(self)
+        if specs and logs:
+            config[CONFIG_KEY] = specs
+        elif specs or (connected(self) and holds_any(self)):
+            # logs turned off, or connected by log_penalties/bind_schedules
+            # alone: said, so that the loaded model is connected as it was
+            config[CONFIG_KEY] = {"calls": specs, "logs": logs}
         return config
 
     def __init__(self, *args, **kwargs):
         # The record arrives with the rest of the config, through the
         # constructor's **kwargs: whatever `from_config` the class uses (its own,
         # or Keras' `cls(**config)`) passes it on.
-        specs = check_specs(kwargs.pop(CONFIG_KEY, []))
+        record = kwargs.pop(CONFIG_KEY, None)
+        specs, logs = check_specs([] if record is None else record)
         super().__init__(*args, **kwargs)
-        setattr(self, _PENDING, specs or None)
+        if logs is not None:
+            object.__setattr__(self, _LOGS, logs)
+        # an empty list still connects the loaded model (logs, schedules)
+        setattr(self, _PENDING, None if record is None else specs)
 
     def build_from_config(self, config):
         super().build_from_config(config)
@@ -102,7 +113,7 @@ class RegularizationMixin:
 
     def _replay_regularization(self):
         specs = getattr(self, _PENDING, None)
-        if not specs or not self.built:
+        if specs is None or not self.built:
             return
         recorded = list(getattr(self, _SPECS, None) or [])
         # TensorFlow may build a subclassed model only in the first traced
@@ -112,6 +123,7 @@ class RegularizationMixin:
         try:
             for spec in specs:
                 regularize_model(self, **spec)
+            connect(self)  # also with no call to replay (log_penalties alone)
         except Exception:
             setattr(self, _SPECS, recorded)  # keep the record to retry
             raise
@@ -121,13 +133,23 @@ class RegularizationMixin:
         setattr(self, _PENDING, None)
 
 
-def check_specs(specs):
-    """The recorded calls of a config, validated before anything is built."""
-    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+def check_specs(record):
+    """The recorded calls of a config and its logs switch (`None`: not said),
+    validated before anything is built. The record is the list of calls, or
+    `{"calls": [...], "logs": bool}`."""
+    specs, logs = record, None
+    if isinstance(record, dict) and set(record) == {"calls", "logs"}:
+        specs, logs = record["calls"], record["logs"]
+    if (
+        not isinstance(specs, list)
+        or not all(isinstance(s, dict) for s in specs)
+        or not isinstance(logs, bool | None)
+    ):
         raise TypeError(
             f"Invalid type for config key `{CONFIG_KEY}`. Expected a list of "
-            f"regularize_model keyword dicts. Received: {CONFIG_KEY}={specs!r}"
+            "regularize_model keyword dicts, or a dict with keys 'calls' (that "
+            f"list) and 'logs' (a bool). Received: {CONFIG_KEY}={record!r}"
         )
     for spec in specs:
         read_spec(**spec)
-    return specs
+    return specs, logs

@@ -31,7 +31,7 @@ KEY = "keras_regs"
 REGISTERED = "keras_regs>Regularized"
 _CALLS = "_keras_regs_calls"  # the recorded calls, in order
 _PENDING = "_keras_regs_pending"  # calls to replay once the model is built
-_LOGS = "_keras_regs_logs"  # the model's log_penalties switch (model/logs.py)
+LOGS = _LOGS = "_keras_regs_logs"  # the log_penalties switch (model/logs.py)
 _SUBCLASSES = {}  # original class -> its Regularized subclass
 MIXIN_SPECS = "_keras_regs_specs"  # RegularizationMixin: the calls, in order
 MIXIN_PENDING = "_keras_regs_pending"  # RegularizationMixin: calls to replay
@@ -44,6 +44,17 @@ def original_class(model_or_class):
 
 class Regularized:
     """The base of the classes `keep` gives a model (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        # Only a model built by calling this class gets here (`keep` and `load`
+        # set the class of a model that exists): `keras.models.clone_model`
+        # does, for a copy of a regularized Functional model. Connect it as
+        # the model it copies was.
+        super().__init__(*args, **kwargs)
+        if self.built:
+            from keras_regs.model.logs import connect
+
+            connect(self)
 
     def __reduce__(self):
         # Keras pickles a model as its `.keras` bytes and a classmethod of its

@@ -78,8 +78,6 @@ del L
 # MultiHeadAttention saves one kernel and one bias regularizer for its four
 # projections: its config reads the private attributes below, and `build` passes
 # them to the internal EinsumDense layers that own the variables.
-_MHA_PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
-_MHA_ATTRIBUTES = {"kernel": "_kernel_regularizer", "bias": "_bias_regularizer"}
 
 # Layers whose `__init__` drops `activity_regularizer`, so a reload loses it.
 ACTIVITY_NOT_SAVED = (keras.layers.SimpleRNN,)
@@ -302,7 +300,7 @@ def weight_slots(layer, listed=True):
         return _unique(forward + backward)
     if isinstance(layer, keras.layers.MultiHeadAttention):
         slots = []
-        for projection in _MHA_PROJECTIONS:
+        for projection in _keras.MHA_PROJECTIONS:
             dense = getattr(layer, projection, None)
             if dense is None:
                 continue
@@ -310,7 +308,7 @@ def weight_slots(layer, listed=True):
                 variable = _own_variable(dense, name)
                 if variable is not None:
                     config = (
-                        (layer, _MHA_ATTRIBUTES[name]),
+                        (layer, _keras.MHA_REGULARIZER_ATTRIBUTES[name]),
                         (dense, f"{name}_regularizer"),
                     )
                     slots.append(WeightSlot(layer, variable, config, kind))

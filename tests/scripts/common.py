@@ -35,12 +35,15 @@ def data():
     return x, rng.normal(size=(64, 2)).astype("float32")
 
 
-def fitted():
-    """Built, compiled and fitted under whatever distribution is current."""
+def fitted(logs=None):
+    """Built, compiled and fitted under whatever distribution is current: the
+    model and its losses (and, given a dict as `logs`, every History entry in it)."""
     model = build()
     model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="mse")
     x, y = data()
     history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
+    if logs is not None:
+        logs.update(history.history)
     return model, history.history["loss"]
 
 

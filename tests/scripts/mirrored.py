@@ -66,9 +66,10 @@ def custom_loop(penalty):
     return model
 
 
-one, one_losses = fitted()
+one_logs, mirrored_logs = {}, {}
+one, one_losses = fitted(one_logs)
 with strategy.scope():
-    mirrored, mirrored_losses = fitted()
+    mirrored, mirrored_losses = fitted(mirrored_logs)
 helper = custom_loop(keras_regs.regularization_loss)
 raw = custom_loop(lambda model: tf.add_n(model.losses))
 print(
@@ -78,6 +79,8 @@ print(
             "fit_one": one_losses,
             "fit_mirrored": mirrored_losses,
             "fit_weights": weight_difference(one, mirrored),
+            "logs_one": one_logs,
+            "logs_mirrored": mirrored_logs,
             "loop_weights": weight_difference(one, helper),
             "raw_loop_weights": weight_difference(one, raw),
         }
