@@ -156,8 +156,7 @@ def value(amount, owner, name):
         model = reference() if reference is not None else None
         if model is None:
             raise RuntimeError(
-                f"The `{name}` of {type(owner).__name__} "
-                f"{getattr(owner, 'name', '')!r} is a schedule, but no model's "
+                f"The `{name}` of {_describe(owner)} is a schedule, but no model's "
                 "optimizer step is bound to it, so there is no step to evaluate "
                 "it at. Call `keras_regs.bind_schedules(model)` (or "
                 "`keras_regs.log_penalties(model)`) on the model it belongs to "
@@ -167,8 +166,7 @@ def value(amount, owner, name):
             )
         if getattr(model, "optimizer", None) is None:
             raise RuntimeError(
-                f"The `{name}` of {type(owner).__name__} "
-                f"{getattr(owner, 'name', '')!r} is a schedule bound to model "
+                f"The `{name}` of {_describe(owner)} is a schedule bound to model "
                 f"{model.name!r}, which has no optimizer (it is not compiled, or "
                 "another model that contains it is the one trained), so there is "
                 "no step to evaluate it at. Compile it, or call "
@@ -177,6 +175,12 @@ def value(amount, owner, name):
             )
         step = model_step(model)
     return ops.cast(amount(step), "float32")
+
+
+def _describe(owner):
+    """`WeightL2`, or `BernoulliDropout 'dense_1_dropout'` for a named layer."""
+    name = getattr(owner, "name", None)
+    return type(owner).__name__ + (f" {name!r}" if name else "")
 
 
 @keras.saving.register_keras_serializable(package="keras_regs")

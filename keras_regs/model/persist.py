@@ -60,7 +60,7 @@ class Regularized:
         # Keras pickles a model as its `.keras` bytes and a classmethod of its
         # class; this class is made at run time, so name the base's instead.
         reduced = super().__reduce__()
-        if getattr(reduced[0], "__name__", None) == "_unpickle_model":
+        if getattr(reduced[0], "__name__", None) == _keras.UNPICKLE_MODEL.__name__:
             return (_keras.UNPICKLE_MODEL, *reduced[1:])
         return reduced
 
