@@ -15,7 +15,17 @@ other's terms.
 import contextlib
 import threading
 
+import keras
 from keras import ops
+
+from keras_regs import _keras
+
+
+class Record(dict):
+    """One step's terms, `{key: (keyword, value)}`; `read` says whether the
+    step's `compute_loss` has read them (once a step)."""
+
+    read = False
 
 
 class _Stacks(threading.local):
@@ -29,7 +39,7 @@ _local = _Stacks()
 @contextlib.contextmanager
 def collecting():
     """Record the penalty terms added while the block runs; yields the record."""
-    record = {}
+    record = Record()
     _local.records.append(record)
     try:
         yield record
@@ -75,10 +85,6 @@ def register_name(name):
     `keras.metrics.Mean`, which is what a logged term is: a mean over the
     epoch's batches, lower is better.
     """
-    import keras
-
-    from keras_regs import _keras
-
     _keras.register_metric_name(name, keras.metrics.Mean)
 
 

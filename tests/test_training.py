@@ -216,8 +216,8 @@ def test_a_schedule_follows_the_step_under_mixed_precision():
     np.testing.assert_allclose(logs["weight_l2"], 0.3 * squares, rtol=1e-3)
 
 
-class NoTrainingArgument(keras.Model):
-    """`compute_loss` as Keras accepted it before 3.3: no `training`."""
+class Wrapper(keras.Model):
+    """A subclassed model around `mlp()`, for the models with steps of their own."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -226,16 +226,20 @@ class NoTrainingArgument(keras.Model):
     def call(self, x):
         return self.net(x)
 
+
+class NoTrainingArgument(Wrapper):
+    """`compute_loss` as Keras accepted it before 3.3: no `training`."""
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         return super().compute_loss(x, y, y_pred, sample_weight)
 
 
-class KeywordsOnly(NoTrainingArgument):
+class KeywordsOnly(Wrapper):
     def compute_loss(self, *args, **kwargs):
-        return super(NoTrainingArgument, self).compute_loss(*args, **kwargs)
+        return super().compute_loss(*args, **kwargs)
 
 
-class OwnComputeLoss(NoTrainingArgument):
+class OwnComputeLoss(Wrapper):
     """A compute_loss of its own, as Keras' guide writes one: the data loss
     plus `sum(self.losses)`, no call to Keras' compute_loss."""
 
@@ -264,14 +268,10 @@ def test_a_compute_loss_override_in_any_signature_logs_its_terms(cls):
 def test_a_models_own_train_and_test_steps_log_and_follow_schedules():
     import tensorflow as tf
 
-    class OwnSteps(keras.Model):
+    class OwnSteps(Wrapper):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.net = mlp()
             self.tracker = keras.metrics.Mean(name="own_loss")
-
-        def call(self, x):
-            return self.net(x)
 
         def train_step(self, data):
             x, y = data
@@ -312,14 +312,7 @@ def test_a_models_own_train_and_test_steps_log_and_follow_schedules():
 def test_a_train_step_without_compute_loss_logs_its_terms_and_says_why_not_data():
     import tensorflow as tf
 
-    class ByHand(keras.Model):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.net = mlp()
-
-        def call(self, x):
-            return self.net(x)
-
+    class ByHand(Wrapper):
         def train_step(self, data):
             x, y = data
             with tf.GradientTape() as tape:

@@ -18,10 +18,8 @@ from keras_regs.regularizers.penalties import Penalties
 DATA = "data_loss"
 OTHER = "other_penalties"
 _TRACKERS = "_keras_regs_trackers"
-_ENABLED = "_keras_regs_logs"  # False once logs were turned off by the user
 _WRAPPED = "_keras_regs_wrapped"
 _EXTRA = "__every_penalty__"  # the record's key for what compute_loss added
-_USED = "__compute_loss__"  # the record's key: compute_loss read this record
 for _name in (DATA, OTHER, "contractive"):
     _terms.register_name(_name)
 
@@ -187,7 +185,7 @@ def log_penalties(model, enabled=True):
             "Invalid type for argument `enabled`. Expected a bool. "
             f"Received: enabled={enabled!r} (of type {type(enabled).__name__})"
         )
-    object.__setattr__(model, _ENABLED, enabled)
+    persist.set_logs(model, enabled)
     connect(model)
     persist.mark(model)
     return model
@@ -204,24 +202,16 @@ def connected(model):
     return model.__dict__.get(_WRAPPED, False)
 
 
-def logs_enabled(model):
-    """Whether `model` logs its terms (`log_penalties` unless turned off)."""
-    return model.__dict__.get(_ENABLED, True)
-
-
-def connect(model, logs=None):
-    """Bind the model's schedules and bring its log entries up to date.
-
-    `logs` (default: what `log_penalties` last said for this model, on if
-    never) says whether the entries are on. Called by `log_penalties`, by
-    `regularize_model` and `strip_regularization` after a change, and when a
-    saved model is loaded.
+def connect(model):
+    """Bind the model's schedules and bring its log entries up to date (on
+    unless `log_penalties(model, enabled=False)` said otherwise). Called by
+    `log_penalties`, by `regularize_model` and `strip_regularization` after a
+    change, and when a saved model is loaded or cloned.
     """
-    logs = logs_enabled(model) if logs is None else logs
     _keras.sync_state(model)  # a change from a callback during a JAX fit
     bind_schedules(model)
     current = getattr(model, _TRACKERS, None)
-    wanted = names(model) if logs else None
+    wanted = names(model) if persist.logs_enabled(model) else None
     if (current.names if current is not None else None) == wanted:
         return model
     new = None if wanted is None else _Terms(wanted)
@@ -279,9 +269,10 @@ def _set_trackers(model, trackers):
 
 
 def _values(terms, record, total):
-    """The vector `terms.update_state` takes: data loss, each term, other."""
+    """The vector `terms.update_state` takes: data loss, each term, other
+    (`total`: what compute_loss returned, if it ran)."""
     sums = _terms.totals(record)
-    used = sums.pop(_USED, None) is not None
+    used = record.read
     # every penalty as compute_loss added it (read off, not recomputed)
     extra = sums.pop(_EXTRA, None)
     known = ops.zeros((), "float32")
@@ -340,7 +331,7 @@ def _wrap(model):
             collect = _terms.collecting() if terms else contextlib.nullcontext()
             with _schedule.stepping(lambda: step_of(args)), collect as record:
                 outputs = step(*args, **kwargs)
-                if terms and record is not None and (_USED, 0) not in record:
+                if terms and record is not None and not record.read:
                     _not_read(model, terms, record)
             return outputs
 
@@ -350,9 +341,9 @@ def _wrap(model):
         total = compute_loss(*args, **kwargs)
         terms = getattr(model, _TRACKERS, None)
         record = _terms.current()
-        if not terms or record is None or (_USED, 0) in record:
+        if not terms or record is None or record.read:
             return total
-        record[(_USED, 0)] = (_USED, True)
+        record.read = True
         bound = dict(zip(("x", "y", "y_pred", "sample_weight"), args, strict=False))
         bound.update(kwargs)
         batch = _batch_size(bound.get("x"), bound.get("y_pred"), bound.get("y"))

@@ -10,10 +10,10 @@ model is built.
 
 import keras
 
-from keras_regs.model.logs import connect, connected, holds_any, logs_enabled
-from keras_regs.model.persist import LOGS as _LOGS
+from keras_regs.model.logs import connect, connected, holds_any
 from keras_regs.model.persist import MIXIN_PENDING as _PENDING
 from keras_regs.model.persist import MIXIN_SPECS as _SPECS
+from keras_regs.model.persist import logs_enabled, set_logs
 from keras_regs.model.regularize import regularize_model
 from keras_regs.model.spec import read_spec
 
@@ -85,7 +85,7 @@ class RegularizationMixin:
         specs, logs = check_specs([] if record is None else record)
         super().__init__(*args, **kwargs)
         if logs is not None:
-            object.__setattr__(self, _LOGS, logs)
+            set_logs(self, logs)
         # an empty list still connects the loaded model (logs, schedules)
         setattr(self, _PENDING, None if record is None else specs)
 

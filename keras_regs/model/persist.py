@@ -31,10 +31,10 @@ KEY = "keras_regs"
 REGISTERED = "keras_regs>Regularized"
 _CALLS = "_keras_regs_calls"  # the recorded calls, in order
 _PENDING = "_keras_regs_pending"  # calls to replay once the model is built
-LOGS = _LOGS = "_keras_regs_logs"  # the log_penalties switch (model/logs.py)
+_LOGS = "_keras_regs_logs"  # the log_penalties switch (model/logs.py)
 _SUBCLASSES = {}  # original class -> its Regularized subclass
 MIXIN_SPECS = "_keras_regs_specs"  # RegularizationMixin: the calls, in order
-MIXIN_PENDING = "_keras_regs_pending"  # RegularizationMixin: calls to replay
+MIXIN_PENDING = _PENDING  # RegularizationMixin: its calls to replay (own record)
 
 
 def original_class(model_or_class):
@@ -77,7 +77,7 @@ class Regularized:
         record = {
             "class": identity,
             "calls": list(calls(self)),
-            "logs": self.__dict__.get(_LOGS, True),
+            "logs": logs_enabled(self),
         }
         if not has_graph(self) and self.built:
             build = self.get_build_config()
@@ -106,6 +106,16 @@ class Regularized:
 keras.saving.register_keras_serializable(package="keras_regs", name="Regularized")(
     Regularized
 )
+
+
+def logs_enabled(model):
+    """Whether `model` logs its terms: `log_penalties` unless turned off (also
+    what a loaded model's record said)."""
+    return model.__dict__.get(_LOGS, True)
+
+
+def set_logs(model, enabled):
+    object.__setattr__(model, _LOGS, enabled)
 
 
 def calls(model):
@@ -277,7 +287,7 @@ def load(config):
             f"{type(model).__name__}, not a Keras model or layer of its own. "
             f"Received: {record['class']!r}"
         )
-    object.__setattr__(model, _LOGS, record.get("logs", True))
+    set_logs(model, record.get("logs", True))
     if not model.built:  # replayed once built (at its first call)
         model.__class__ = _subclass(type(model))
         object.__setattr__(model, "_keras_regs_class", record["class"])
