@@ -31,7 +31,7 @@ KERAS_COMPAT_JAX_TESTS ?= tests/test_keras_internals.py tests/test_training.py \
 	tests/test_schedules.py tests/test_logs.py
 export KERAS_COMPAT_TESTS KERAS_COMPAT_JAX_TESTS
 
-.PHONY: all venv test lint pytest compat demo docs bench clean
+.PHONY: all venv test lint pytest compat demo docs bench long clean
 
 all: test
 
@@ -70,6 +70,16 @@ compat: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/digits.py
+
+# The long runs (not part of `make test`; docs/testing.md records them): 2,000 train
+# steps, 500 regularize/strip/preview cycles, 500 examples per property, on
+# TensorFlow. About an hour on 2 CPU cores.
+LONG_BACKEND ?= tensorflow
+long: $(STAMP)
+	KERAS_BACKEND=$(LONG_BACKEND) KERAS_REGS_LONG_STEPS=2000 \
+		KERAS_REGS_LONG_CYCLES=500 KERAS_REGS_PROPERTY_EXAMPLES=500 \
+		$(BIN)/python -m pytest -q -p no:cacheprovider --durations=0 \
+		tests/test_long_run.py tests/test_properties.py
 
 # The docs site, into build/site (tests/test_docs.py builds it the same way).
 docs: $(STAMP)

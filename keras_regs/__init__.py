@@ -4,13 +4,16 @@ from keras_regs import layers, regularizers
 from keras_regs.model import (
     RegularizationMixin,
     bind_schedules,
+    layer_output,
     log_penalties,
     preview,
+    preview_rows,
     register_layer,
     regularization_loss,
     regularize_model,
     strip_regularization,
     summary,
+    summary_rows,
 )
 from keras_regs.plot import plot_penalties
 from keras_regs.regularizers import (
@@ -33,14 +36,17 @@ __all__ = [
     "WeightL1",
     "WeightL2",
     "bind_schedules",
+    "layer_output",
     "layers",
     "log_penalties",
     "plot_penalties",
     "preview",
+    "preview_rows",
     "regularization_loss",
     "register_layer",
     "regularize_model",
     "regularizers",
     "strip_regularization",
     "summary",
+    "summary_rows",
 ]

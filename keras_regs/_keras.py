@@ -82,6 +82,11 @@ def graph_state(model):
     return state
 
 
+def state_nodes(state):
+    """The nodes of a graph state saved by `replace_graph`."""
+    return [node for nodes in state["_nodes_by_depth"].values() for node in nodes]
+
+
 def restore_graph(model, state):
     for name in GRAPH_ATTRIBUTES:
         object.__setattr__(model, name, state[name])
@@ -105,6 +110,16 @@ def graph_nodes(model):
         if model is None:
             return []
     return [node for nodes in model._nodes_by_depth.values() for node in nodes]
+
+
+def nodes_by_depth(model):
+    """`{depth: [node, ...]}` of a Functional or Sequential model's graph
+    (`Function._nodes_by_depth`; deeper is nearer the inputs)."""
+    if isinstance(model, keras.Sequential):
+        model = getattr(model, "_functional", None)
+        if model is None:
+            return {}
+    return dict(model._nodes_by_depth)
 
 
 def call_order(model):
@@ -184,6 +199,105 @@ def history_operation(tensor):
 def history(tensor):
     """`KerasTensor._keras_history`: (operation, node index, tensor index)."""
     return tensor._keras_history
+
+
+# ---------------------------------------------------------------------------
+# Node bookkeeping (a rebuild's calls leave nodes on the layers it reuses)
+# ---------------------------------------------------------------------------
+#
+# Every symbolic call appends a `Node` to `op._inbound_nodes` and to the
+# `_outbound_nodes` of the operations that produced its inputs; Keras never
+# removes one. A tensor names its node by position (`KerasHistory.node_index`),
+# and a Functional model names its nodes by position too (`Function._nodes`:
+# `make_node_key(op, index)` keys, read by `Functional.get_config`). Moving or
+# removing a node therefore means giving every tensor and model that names a
+# node after it the new position: `set_inbound_nodes` and `rekey` do.
+
+
+def inbound_node_list(operation):
+    """`Operation._inbound_nodes`, the list itself (to read positions)."""
+    return operation._inbound_nodes
+
+
+def outbound_node_list(operation):
+    """`Operation._outbound_nodes`, the list itself."""
+    return operation._outbound_nodes
+
+
+def references_beyond_graph(operation, index):
+    """How many references to `operation._inbound_nodes[index]` exist besides
+    Keras' own node lists (`_inbound_nodes` of its operation, `_outbound_nodes`
+    of the operations that produced its inputs): one per `_nodes_by_depth` of a
+    live model whose graph holds it, plus any other holder. A tensor does not
+    hold its node (its history names the operation and a position).
+
+    `sys.getrefcount` counts its own argument and this frame's `node`: the
+    caller must hold no reference to the node (pinned by
+    `tests/test_keras_internals.py`)."""
+    import sys
+
+    node = operation._inbound_nodes[index]
+    count = sys.getrefcount(node) - 2
+    count -= operation._inbound_nodes.count(node)
+    producers = {}
+    for tensor in node.arguments.keras_tensors:
+        producer = getattr(tensor, "_keras_history", None)
+        if producer is not None and producer.operation is not None:
+            producers[id(producer.operation)] = producer.operation
+    for producer in producers.values():
+        count -= sum(1 for n in producer._outbound_nodes if n is node)
+    return count
+
+
+def set_inbound_nodes(operation, nodes, removed=()):
+    """Give `operation` the node list `nodes` (a reordering of its nodes, less
+    `removed`): the tensors each node produced get their new position, and the
+    removed nodes leave the `_outbound_nodes` of the operations they read."""
+    from keras.src.ops.node import KerasHistory
+
+    operation._inbound_nodes[:] = nodes
+    for index, node in enumerate(nodes):
+        for position, tensor in enumerate(node.outputs):
+            history = getattr(tensor, "_keras_history", None)
+            if history is not None and history.operation is operation:
+                if history.node_index != index:
+                    tensor._keras_history = KerasHistory(operation, index, position)
+    gone = {id(node) for node in removed}
+    if gone:
+        for node in removed:
+            for tensor in node.arguments.keras_tensors:
+                history = getattr(tensor, "_keras_history", None)
+                if history is not None and history.operation is not None:
+                    outbound = history.operation._outbound_nodes
+                    outbound[:] = [n for n in outbound if id(n) not in gone]
+
+
+def rekey(model):
+    """Recompute a Functional (or Sequential) model's node keys
+    (`Function._nodes`, `make_node_key(op, position)`) from the nodes its graph
+    holds, after positions changed."""
+    from keras.src.ops.function import make_node_key
+
+    if isinstance(model, keras.Sequential):
+        model = getattr(model, "_functional", None)
+        if model is None:
+            return
+    keys = set()
+    for node in graph_nodes(model):
+        positions = node.operation._inbound_nodes
+        index = next(i for i, n in enumerate(positions) if n is node)
+        keys.add(make_node_key(node.operation, index))
+    object.__setattr__(model, "_nodes", keys)
+
+
+def forget_graph(model):
+    """Empty the node table of a model built and then discarded by keras_regs
+    (so that its nodes are held by nothing and can be removed at once)."""
+    if isinstance(model, keras.Sequential):
+        model = getattr(model, "_functional", None)
+        if model is None:
+            return
+    object.__setattr__(model, "_nodes_by_depth", {})
 
 
 # Keras pickles a model as its `.keras` bytes plus this classmethod

@@ -331,7 +331,7 @@ def test_regularize_model_wraps_hidden_layers_and_strip_unwraps(tmp_path):
 
 def test_regularize_model_contractive_trains_and_previews():
     model = deep_model()
-    rows = keras_regs.preview(model, contractive=0.2, print_fn=lambda s: None)
+    rows = keras_regs.preview_rows(model, contractive=0.2)
     assert {(r["layer"], r["target"], r["strength"]) for r in rows} == {
         ("h1_contractive", "wraps h1", 0.2),
         ("h2_contractive", "wraps h2", 0.2),

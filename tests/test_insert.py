@@ -296,11 +296,11 @@ def test_overlapping_patterns_of_one_keyword_insert_one_layer():
 
 def test_preview_reports_exactly_what_the_call_inserts():
     model = shared_twice()
-    rows = keras_regs.preview(model, hidden_dropout=0.3, print_fn=lambda s: None)
+    rows = keras_regs.preview_rows(model, hidden_dropout=0.3)
     result = keras_regs.regularize_model(model, hidden_dropout=0.3)
     assert sorted(r["layer"] for r in rows) == sorted(inserted(result))
-    assert keras_regs.preview(result, hidden_dropout=0.3, print_fn=lambda s: None) == []
-    rows = keras_regs.preview(result, hidden_dropout=0.5, print_fn=lambda s: None)
+    assert keras_regs.preview_rows(result, hidden_dropout=0.3) == []
+    rows = keras_regs.preview_rows(result, hidden_dropout=0.5)
     assert {(r["layer"], r["strength"]) for r in rows} == {
         ("shared_dropout", 0.5),
         ("shared_dropout_1", 0.5),

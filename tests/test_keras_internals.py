@@ -219,3 +219,42 @@ def test_unscale_undoes_keras_loss_scaling_and_metric_names_resolve():
     assert isinstance(
         keras.metrics.deserialize("keras_regs_test_name"), keras.metrics.Mean
     )
+
+
+def test_only_keras_node_lists_and_model_graphs_hold_a_node():
+    """`references_beyond_graph` counts one reference per model whose graph
+    holds a node (its `_nodes_by_depth`) and none for tensors: what lets
+    keras_regs tell a node nothing uses from one a model built by hand holds."""
+    import gc
+
+    model = functional()
+    dense = model.layers[1]
+    assert _keras.references_beyond_graph(dense, 0) == 1
+    second = keras.Model(model.input, dense.output)  # the same node, held twice
+    assert _keras.references_beyond_graph(dense, 0) == 2
+    del second, model
+    gc.collect()
+    assert _keras.references_beyond_graph(dense, 0) == 0
+
+
+def test_a_node_moved_keeps_its_tensors_and_models_keys_right():
+    """`set_inbound_nodes` gives the tensors of a moved node their new position
+    (`KerasHistory.node_index`) and `rekey` the model's `_nodes` keys, which
+    `Functional.get_config` reads."""
+    inputs = keras.Input((3,), name="x")
+    dense = keras.layers.Dense(2, name="d")
+    first = keras.Model(inputs, dense(inputs), name="first")
+    other = keras.Input((3,), name="y")
+    second = keras.Model(other, dense(other), name="second")
+    config = second.get_config()
+    nodes = list(_keras.inbound_node_list(dense))
+    _keras.set_inbound_nodes(dense, [nodes[1], nodes[0]])
+    assert dense.output is second.outputs[0]
+    assert _keras.history(second.outputs[0]).node_index == 0
+    assert _keras.history(first.outputs[0]).node_index == 1
+    _keras.rekey(first)
+    _keras.rekey(second)
+    assert second.get_config() == config
+    assert first.get_config()["layers"][1]["inbound_nodes"]
+    _keras.set_inbound_nodes(dense, [nodes[1]], removed=[nodes[0]])
+    assert all(node is not nodes[0] for node in first.layers[0]._outbound_nodes)

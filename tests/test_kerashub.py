@@ -226,7 +226,7 @@ def test_lora_factors_get_the_penalty_and_frozen_kernels_are_reported():
     np.testing.assert_allclose(logs["loss"] - logs["data_loss"], expected, rtol=1e-4)
     total = float(to_numpy(keras_regs.regularization_loss(model)))
     np.testing.assert_allclose(total, expected, rtol=1e-5)
-    rows = keras_regs.summary(model, print_fn=lambda _: None)
+    rows = keras_regs.summary_rows(model)
     shown = sum(r["value"] for r in rows if r["keyword"] == "weight_l2")
     np.testing.assert_allclose(shown, expected, rtol=1e-5)
 
@@ -244,7 +244,7 @@ def test_lora_enabled_after_the_penalty_summary_agrees_with_the_loss():
         if v.regularizer is not None
     )
     np.testing.assert_allclose(counted, expected, rtol=1e-6, atol=1e-12)
-    rows = keras_regs.summary(model, print_fn=lambda _: None)
+    rows = keras_regs.summary_rows(model)
     shown = sum(r["value"] for r in rows if r["keyword"] == "weight_l2")
     np.testing.assert_allclose(shown, counted, rtol=1e-5, atol=1e-12)
     assert any("frozen: not counted" in r["target"] for r in rows)
@@ -445,9 +445,7 @@ def test_a_second_call_on_a_recorded_functional_model_keeps_both(tmp_path):
 def test_preview_lists_insertions_and_leaves_a_kerashub_model_as_it_was():
     model = bert()
     before = model_state(model)
-    rows = keras_regs.preview(
-        model, weight_l2=S, hidden_dropout=0.1, print_fn=lambda _: None
-    )
+    rows = keras_regs.preview_rows(model, weight_l2=S, hidden_dropout=0.1)
     dropouts = [r["layer"] for r in rows if r["keyword"] == "hidden_dropout"]
     assert dropouts == [
         "token_embedding_dropout",

@@ -1,11 +1,13 @@
 """RecurrentNorm and RecurrentState: formulas, masks, fit, regularize_model."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
 import keras_regs
-from helpers import layer_configs, to_numpy
+from helpers import layer_configs, run_python, to_numpy
 
 RNG = np.random.default_rng(0)
 
@@ -188,3 +190,179 @@ def test_layers_with_states_or_conv_outputs_are_not_selected():
     conv_model = keras.Model(frames, keras.layers.Dense(1)(conv))
     with pytest.raises(ValueError, match="no recurrent layer that returns sequences"):
         keras_regs.regularize_model(conv_model, recurrent_norm=1.0)
+
+
+# SimpleRNN: Keras' constructor drops `activity_regularizer` (docs/recurrent.md,
+# "A Keras bug"), so every copy of a SimpleRNN made from its config lost its
+# penalty; keras_regs gives the SimpleRNNs it regularizes a class that keeps it.
+
+STEPS, FEATURES, S_L1, S_NORM = 5, 3, 0.05, 0.3
+
+
+def simple_rnn_numpy(layer, x):
+    """A SimpleRNN's (tanh) output at every step, in NumPy, in processing order."""
+    cell = layer.cell
+    kernel, recurrent = to_numpy(cell.kernel), to_numpy(cell.recurrent_kernel)
+    bias = to_numpy(cell.bias)
+    x = x[:, ::-1] if layer.go_backwards else x
+    h, outputs = np.zeros((len(x), kernel.shape[1])), []
+    for t in range(x.shape[1]):
+        h = np.tanh(x[:, t] @ kernel + h @ recurrent + bias)
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
+
+
+def simple_rnn_models():
+    """SimpleRNN(return_sequences=True) -> SimpleRNN -> Dense: in a Sequential,
+    in a Functional (the first inside a Bidirectional), and with the first
+    inside a nested model."""
+    L = keras.layers
+
+    def first():
+        return L.SimpleRNN(4, return_sequences=True, name="rnn")
+
+    def head(h):
+        return L.Dense(1, name="out")(L.SimpleRNN(3, name="last")(h))
+
+    sequential = keras.Sequential(
+        [keras.Input((STEPS, FEATURES)), first(), L.SimpleRNN(3, name="last")]
+        + [L.Dense(1, name="out")]
+    )
+    inputs = keras.Input((STEPS, FEATURES))
+    functional = keras.Model(inputs, head(L.Bidirectional(first(), name="bi")(inputs)))
+    inner_inputs = keras.Input((STEPS, FEATURES))
+    inner = keras.Model(inner_inputs, first()(inner_inputs), name="inner")
+    inputs = keras.Input((STEPS, FEATURES))
+    nested = keras.Model(inputs, head(inner(inputs)))
+    return {"sequential": sequential, "functional": functional, "nested": nested}
+
+
+def simple_rnn_reference(model, x):
+    """`{hidden_l1, recurrent_norm}` of a `simple_rnn_models` model, in NumPy:
+    hidden_l1 on the first layer's output (a Bidirectional's: both directions
+    concatenated) and on the last SimpleRNN's; recurrent_norm on each sequence
+    that a SimpleRNN outputs."""
+    x = x.astype("float64")
+    names = [layer.name for layer in model.layers]
+    if "bi" in names:
+        bi = model.get_layer("bi")
+        forward = simple_rnn_numpy(bi.forward_layer, x)
+        backward = simple_rnn_numpy(bi.backward_layer, x)  # in its own order
+        sequence = np.concatenate([forward, backward[:, ::-1]], axis=-1)
+        sequences = [forward, backward]
+    else:
+        owner = model.get_layer("inner") if "inner" in names else model
+        sequence = simple_rnn_numpy(owner.get_layer("rnn"), x)
+        sequences = [sequence]
+    last = simple_rnn_numpy(model.get_layer("last"), sequence)[:, -1]
+    real = np.ones(x.shape[:2], bool)
+    return {
+        "hidden_l1": S_L1 * (np.abs(sequence).sum() + np.abs(last).sum()) / len(x),
+        "recurrent_norm": sum(norm_numpy(h, real, S_NORM, "sum") for h in sequences),
+    }
+
+
+_LOAD_AND_EVALUATE = """
+import json, sys
+import numpy as np
+import keras
+import keras_regs  # noqa: F401
+
+folder, names = sys.argv[1], json.loads(sys.argv[2])
+data = np.load(folder + "/data.npz")
+found = {}
+for name in names:
+    model = keras.saving.load_model(f"{folder}/{name}.keras", safe_mode=True)
+    logs = model.evaluate(
+        data["x"], data["y"], batch_size=4, return_dict=True, verbose=0
+    )
+    model(data["x"])
+    losses = sum(float(keras.ops.convert_to_numpy(v)) for v in model.losses)
+    found[name] = {"logs": logs, "losses": losses}
+print(json.dumps(found))
+"""
+
+
+def losses_sum(model, x):
+    model(x)
+    return sum(float(to_numpy(v)) for v in model.losses)
+
+
+def regularized_simple_rnn_models(x):
+    """Each `simple_rnn_models` model with hidden_l1 and recurrent_norm, compiled,
+    and its penalties in NumPy."""
+    models = {}
+    for name, model in simple_rnn_models().items():
+        keras_regs.regularize_model(model, hidden_l1=S_L1, recurrent_norm=S_NORM)
+        model.compile(optimizer="sgd", loss="mse")
+        models[name] = model, simple_rnn_reference(model, x)
+    return models
+
+
+def simple_rnn_data():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, STEPS, FEATURES)).astype("float32")
+    return x, rng.normal(size=(4, 1)).astype("float32")
+
+
+def test_simple_rnn_penalties_survive_json_clone_and_save(tmp_path):
+    """hidden_l1 and recurrent_norm on SimpleRNNs, in a Sequential, a Functional
+    with a Bidirectional and a nested model: `model.losses` add up to NumPy's
+    values, and so do those of its JSON copy, of its clone, of the model saved
+    and loaded, and of the clone saved and loaded; strip_regularization gives
+    the layers Keras' class back."""
+    x, _ = simple_rnn_data()
+    for name, (model, expected) in regularized_simple_rnn_models(x).items():
+        total = sum(expected.values())
+        clone = keras.models.clone_model(model)
+        copies = {
+            "model": model,
+            "json": keras.models.model_from_json(model.to_json()),
+            "clone": clone,
+        }
+        for copy in copies.values():
+            copy.set_weights(model.get_weights())
+        for how in ("model", "clone"):
+            copies[how].save(tmp_path / f"{how}.keras")
+            copies[f"{how} saved"] = keras.saving.load_model(tmp_path / f"{how}.keras")
+        for how, copy in copies.items():
+            np.testing.assert_allclose(
+                losses_sum(copy, x), total, rtol=1e-5, err_msg=f"{name} {how}"
+            )
+        keras_regs.strip_regularization(model)
+        rnns = [
+            layer
+            for layer in keras_regs._keras.flatten_layers(model)
+            if isinstance(layer, keras.layers.SimpleRNN)
+        ]
+        assert len(rnns) >= 2
+        assert all(type(layer) is keras.layers.SimpleRNN for layer in rnns), name
+        assert losses_sum(model, x) == 0
+
+
+@pytest.mark.slow
+def test_simple_rnn_penalties_load_in_a_fresh_process(tmp_path):
+    """The models above and their clones, saved and loaded in a new Python with
+    only `import keras_regs`: the terms `evaluate` logs and `model.losses` equal
+    NumPy's values."""
+    x, y = simple_rnn_data()
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    expected = {}
+    for name, (model, expected[name]) in regularized_simple_rnn_models(x).items():
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        clone.compile(optimizer="sgd", loss="mse")
+        model.save(tmp_path / f"{name}.keras")
+        clone.save(tmp_path / f"{name}_clone.keras")
+    names = [f"{name}{suffix}" for name in expected for suffix in ("", "_clone")]
+    output = run_python(_LOAD_AND_EVALUATE, str(tmp_path), json.dumps(names))
+    loaded = json.loads(output.strip().splitlines()[-1])
+    for name, values in expected.items():
+        for key, value in values.items():
+            np.testing.assert_allclose(
+                loaded[name]["logs"][key], value, rtol=1e-5, err_msg=name
+            )
+        for copy in (name, f"{name}_clone"):
+            np.testing.assert_allclose(
+                loaded[copy]["losses"], sum(values.values()), rtol=1e-5, err_msg=copy
+            )

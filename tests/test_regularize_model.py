@@ -233,9 +233,7 @@ def test_errors_name_the_argument_and_leave_the_model_untouched():
 def test_preview_shows_what_would_be_attached_and_changes_nothing():
     model = mlp()
     state = model_state(model, X)
-    rows = keras_regs.preview(
-        model, weight_l2=0.1, hidden_dropout=0.3, print_fn=lambda s: None
-    )
+    rows = keras_regs.preview_rows(model, weight_l2=0.1, hidden_dropout=0.3)
     assert_states_equal(state, model_state(model, X))
     penalties = {r["layer"]: r["value"] for r in rows if r["keyword"] == "weight_l2"}
     for layer in model.layers[1:]:
@@ -252,7 +250,8 @@ def test_summary_lists_every_penalty_with_its_value():
         model, weight_l2=0.1, hidden_l1=0.01, input_noise=0.2
     )
     printed = []
-    rows = keras_regs.summary(model, x=X, print_fn=printed.append)
+    assert keras_regs.summary(model, x=X, print_fn=printed.append) is None
+    rows = keras_regs.summary_rows(model, x=X)
     hidden, _ = mlp_numpy(model, X)
     by_key = {(r["layer"], r["keyword"], r["target"]): r for r in rows}
     for i, h in enumerate(hidden):

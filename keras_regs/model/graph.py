@@ -228,3 +228,89 @@ def hidden_ends(infos):
         end = block_end(model, start, cache.get(id(model)))
         ends[id(info.layer)] = by_layer.get(id(end), info)
     return ends
+
+
+def layer_output(model, layer, call=None):
+    """The output of `layer` in `model`'s own graph: what
+    `model.get_layer(name).output` means, for any model.
+
+    Keras' `layer.output` is the output of the layer's *first* call, in
+    whichever model made it. A model built over the same layers as another
+    (what `regularize_model` returns when it inserts noise, dropout or
+    wrappers, and what `strip_regularization` returns) calls each layer again,
+    so `keras.Model(m.input, m.get_layer(name).output)` can mix two graphs.
+    keras_regs puts the calls of the model it last returned first, so the idiom
+    works on that model; this function works on every model:
+
+    ```python
+    features = keras.Model(model.input, keras_regs.layer_output(model, "dense_1"))
+    ```
+
+    Args:
+        model: a Functional or Sequential model.
+        layer: the layer's name (as `model.get_layer` takes it) or the layer.
+        call: which call of a layer called several times in `model` (shared
+            layers, tied embeddings), in graph order; required then.
+
+    Returns:
+        The output tensor (or the structure of tensors) of that call.
+
+    Raises:
+        TypeError: `model` is not a Functional or Sequential model, or `layer`
+            is neither a name nor a layer.
+        ValueError: no such layer in `model`'s graph (a layer of a nested model
+            is in that model's graph: ask it), or `call` is missing or out of
+            range for a layer called several times.
+    """
+    check_model(model)
+    if not has_graph(model):
+        raise TypeError(
+            "Invalid type for argument `model`. Expected a Functional or "
+            "Sequential model (a subclassed model has no graph of layer calls). "
+            f"Received: model={model.name!r} (of type {type(model).__name__})"
+        )
+    if isinstance(layer, str):
+        name = layer
+    elif isinstance(layer, keras.layers.Layer):
+        name = layer.name
+    else:
+        raise TypeError(
+            "Invalid type for argument `layer`. Expected a layer name or a "
+            f"keras.layers.Layer. Received: layer={layer!r} "
+            f"(of type {type(layer).__name__})"
+        )
+    calls = []
+    depths = _keras.nodes_by_depth(model)
+    for depth in sorted(depths, reverse=True):
+        for node in depths[depth]:
+            if node.operation is not None and node.operation.name == name:
+                if not isinstance(layer, str) and node.operation is not layer:
+                    continue
+                calls.append(node)
+    if not calls:
+        raise ValueError(
+            f"Invalid value for argument `layer`: model {model.name!r} calls no "
+            f"layer named {name!r} in its own graph (a layer of a nested model "
+            "is called in that model's graph: pass the nested model). "
+            f"Received: layer={layer!r}"
+        )
+    if call is None and len(calls) > 1:
+        raise ValueError(
+            f"Invalid value for argument `call`: layer {name!r} is called "
+            f"{len(calls)} times in model {model.name!r}; say which call "
+            f"(0 to {len(calls) - 1}). Received: call=None"
+        )
+    index = 0 if call is None else call
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(
+            "Invalid type for argument `call`. Expected None or an integer. "
+            f"Received: call={call!r} (of type {type(call).__name__})"
+        )
+    if not 0 <= index < len(calls):
+        raise ValueError(
+            f"Invalid value for argument `call`: layer {name!r} is called "
+            f"{len(calls)} times in model {model.name!r}. Expected 0 to "
+            f"{len(calls) - 1}. Received: call={call!r}"
+        )
+    outputs = _keras.node_outputs(calls[index])
+    return outputs[0] if len(outputs) == 1 else outputs

@@ -10,6 +10,7 @@ layer objects where the keyword, anchor and seed are unchanged, so a repeated ca
 changes nothing and a new value replaces the old one.
 """
 
+import contextlib
 import dataclasses
 import fnmatch
 import inspect
@@ -17,11 +18,12 @@ import zlib
 
 import keras
 
-from keras_regs import _keras
+from keras_regs import _keras, _schedule
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.bernoulli_dropout import BernoulliDropout
 from keras_regs.layers.contractive import Contractive, differentiable_input
 from keras_regs.layers.gaussian_noise import GaussianNoise
+from keras_regs.model import nodes
 from keras_regs.model.graph import (
     anchor_of,
     has_graph,
@@ -80,6 +82,16 @@ def _refuse_subclassed(model, argument):
     )
 
 
+def _received(request):
+    """The value as the user gave it (the map form for `noise=`, `dropout=`)."""
+    if request.role is None:  # noise={pattern: value}, dropout={...}
+        return {request.pattern: request.value}
+    if request.pattern is not None:
+        key = {"noise": "stddev", "dropout": "rate"}.get(request.kind, "strength")
+        return {key: request.value, "pattern": request.pattern}
+    return request.value
+
+
 def select_anchors(model, requests):
     """`{id(anchor): [Insertion, ...]}`; raises if a request selects nothing."""
     if not has_graph(model):
@@ -128,12 +140,9 @@ def select_anchors(model, requests):
                 if request.pattern is not None
                 else f"the model has no {request.role} layer"
             )
-            received = request.value
-            if request.role is None:  # noise={pattern: value}, dropout={...}
-                received = {request.pattern: request.value}
             raise ValueError(
                 f"Invalid value for argument `{request.argument}`: {what}. "
-                f"Received: {request.argument}={received!r}"
+                f"Received: {request.argument}={_received(request)!r}"
             )
         if request.kind == "contractive":
             if request.pattern is None:  # by default, only layers with float inputs
@@ -149,15 +158,38 @@ def select_anchors(model, requests):
                         "or with keyword arguments (a transformer block's "
                         "`padding_mask`), which the Contractive wrapper cannot pass "
                         "on; it wraps layers of one tensor. Received: "
-                        f"{request.argument}={request.value!r}"
+                        f"{request.argument}={_received(request)!r}"
+                    )
+                several = [a.name for a in anchors if not _single_output(a)]
+                if several:
+                    raise ValueError(
+                        f"Invalid value for argument `{request.argument}`: layer "
+                        f"{several[0]!r} returns several tensors (an RNN with "
+                        "`return_state=True`, say); the Contractive wrapper "
+                        "penalizes the Jacobian of one output. Received: "
+                        f"{request.argument}={_received(request)!r}"
                     )
                 integer = [a.name for a in anchors if not differentiable_input(a)]
                 if integer:
                     raise ValueError(
                         f"Invalid value for argument `{request.argument}`: layer "
                         f"{integer[0]!r} takes integer inputs, which have no "
-                        f"Jacobian. Received: {request.argument}={request.value!r}"
+                        f"Jacobian. Received: {request.argument}={_received(request)!r}"
                     )
+        integer = [
+            a.name
+            for a in anchors
+            if a not in inputs and request.kind != "contractive" and not _floating(a)
+        ]
+        if integer:
+            raise ValueError(
+                f"Invalid value for argument `{request.argument}`: noise and dropout "
+                f"need floating-point tensors, and layer {integer[0]!r} returns "
+                f"{_output_dtype(integer[0], anchors)} (a Discretization or "
+                "lookup layer, say). Put the noise or dropout after the layer "
+                "that embeds or casts it. "
+                f"Received: {request.argument}={_received(request)!r}"
+            )
         integer = [a.name for a in anchors if a in inputs and id(a) not in floating]
         if integer:
             raise ValueError(
@@ -165,8 +197,13 @@ def select_anchors(model, requests):
                 f"need floating-point inputs, and input {integer[0]!r} is not (token "
                 "ids, say). Put the noise or dropout after the layer that embeds it, "
                 f"with a pattern: {request.kind}={{'embedding_name': value}}. "
-                f"Received: {request.argument}={request.value!r}"
+                f"Received: {request.argument}={_received(request)!r}"
             )
+        value = request.value
+        if request.kind == "contractive" and request.reduction == "mean":
+            # each of the |Omega| layers wrapped gets s / |Omega|, as the
+            # penalty keywords' tensors do (docs/reductions.md)
+            value = _schedule.divided(value, len(anchors))
         for anchor in anchors:
             insertions = wanted.setdefault(id(anchor), [])
             # one layer per keyword at an anchor: a later pattern replaces an earlier
@@ -175,7 +212,7 @@ def select_anchors(model, requests):
                 Insertion(
                     request.argument,
                     request.kind,
-                    request.value,
+                    value,
                     reduction=request.reduction,
                     role=request.role,
                 )
@@ -255,6 +292,7 @@ class _Builder:
             seed=_layer_seed(self.seed, name),
             inserted_by=insertion.argument,
             name=name,
+            dtype=_policy_of(anchor),
         )
 
     def wrapped(self, layer):
@@ -281,6 +319,7 @@ class _Builder:
                 reduction=insertion.reduction,
                 inserted_by=insertion.argument,
                 name=self._unique(f"{layer.name}_{insertion.kind}"),
+                dtype=layer.dtype_policy,
             )
         self.wrappers[id(layer)] = wrapper
         return wrapper
@@ -311,10 +350,7 @@ class _Builder:
         if isinstance(model, keras.Sequential):
             return self._sequential(model)
         in_place = not lists_layers(model)  # a KerasHub backbone or task
-        new_inputs = keras.tree.map_structure(
-            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name),
-            model.input,
-        )
+        new_inputs = keras.tree.map_structure(_fresh_input, model.input)
         originals = _input_layers(model)
         wrapped = {
             id(new): self.after(original, new)
@@ -372,11 +408,7 @@ class _Builder:
 
     def _sequential(self, model):
         input_layer = _input_layers(model)[0]
-        new_input = keras.Input(
-            batch_shape=model.inputs[0].shape,
-            dtype=model.inputs[0].dtype,
-            name=input_layer.name,
-        )
+        new_input = _fresh_input(model.inputs[0])
         layers = [
             self._make(input_layer, i) for i in self.plan.get(id(input_layer), [])
         ]
@@ -399,6 +431,58 @@ class _Builder:
         if model.compiled:
             new.compile_from_config(model.get_compile_config())
         return new
+
+
+def _policy_of(anchor):
+    """The dtype policy of a layer inserted after `anchor`: the anchor's own
+    (not the global one, which may have changed since the model was built), or
+    for an input, the input's dtype, so that inference is bit-identical."""
+    if isinstance(anchor, keras.layers.InputLayer):
+        dtypes = {str(t.dtype) for t in _main_outputs(anchor)}
+        if len(dtypes) == 1 and "float" in next(iter(dtypes)):
+            return keras.DTypePolicy(dtypes.pop())
+    return anchor.dtype_policy
+
+
+def _main_outputs(layer):
+    """The main output tensor (the first) of each call of `layer`."""
+    return [
+        outputs[0]
+        for outputs in map(_keras.node_outputs, _keras.inbound_nodes(layer))
+        if outputs
+    ]
+
+
+def _floating(layer):
+    """Whether every call of `layer` returns a floating-point main output
+    (noise and dropout go after it)."""
+    return all("float" in str(t.dtype) for t in _main_outputs(layer))
+
+
+def _output_dtype(name, anchors):
+    layer = next(a for a in anchors if a.name == name)
+    kinds = sorted({str(t.dtype) for t in _main_outputs(layer)})
+    return " or ".join(kinds)
+
+
+def _single_output(layer):
+    """Whether every call of `layer` returns one tensor."""
+    return all(
+        len(_keras.node_outputs(node)) == 1 for node in _keras.inbound_nodes(layer)
+    )
+
+
+def _fresh_input(tensor):
+    """A new input like the one that made `tensor`: the same layer name (an
+    auto-named `input_layer` stays `input_layer`), shape, dtype, sparseness,
+    raggedness and optionality (what `InputLayer.get_config` holds)."""
+    layer = _keras.history_operation(tensor)
+    config = {"batch_shape": tensor.shape, "dtype": tensor.dtype, "name": tensor.name}
+    if isinstance(layer, keras.layers.InputLayer):
+        config.update(layer.get_config())
+        config["name"] = layer.name
+    known = ("batch_shape", "dtype", "sparse", "ragged", "name", "optional")
+    return keras.Input(**{k: v for k, v in config.items() if k in known})
 
 
 def _wrappable(layer):
@@ -434,6 +518,7 @@ class Pending:
     def __init__(self, attributes=(), graphs=()):
         self.attributes, self.graphs = list(attributes), list(graphs)
         self._undo = []
+        self._replaced = []  # the graph states replaced, for `commit`
 
     def __bool__(self):
         return bool(self.attributes or self.graphs)
@@ -448,6 +533,7 @@ class Pending:
             # the innermost model first: an outer graph calls the inner model
             for model, inputs, outputs in reversed(self.graphs):
                 state = _keras.replace_graph(model, inputs, outputs, _removable)
+                self._replaced.append(state)
                 self._undo.append(
                     lambda model=model, state=state: _keras.restore_graph(model, state)
                 )
@@ -458,6 +544,15 @@ class Pending:
     def undo(self):
         while self._undo:
             self._undo.pop()()
+        self._replaced = []
+
+    def commit(self):
+        """The changes stay: the graphs replaced in place are let go (their
+        nodes are removed once nothing holds them)."""
+        self._undo = []
+        for state in self._replaced:
+            nodes.release(_keras.state_nodes(state))
+        self._replaced = []
 
 
 def _set(layer, values):
@@ -504,11 +599,36 @@ def insert(model, requests, seed):
     return result, Pending(builder.updates, builder.replaced)
 
 
+@contextlib.contextmanager
+def trial(model, requests, seed):
+    """`insert` for a look (`preview`): yields `(new_model, pending)`, and then
+    lets go of all of it (the nodes the rebuild made are removed)."""
+    result = model
+    try:
+        with nodes.recording(model):
+            result, pending = insert(model, requests, seed)
+        yield result, pending
+    finally:
+        if result is not model:
+            nodes.discard(result, model)
+        nodes.tidy()
+
+
 def strip(model):
     """The model without any inserted layer (the same model if it has none)."""
     if not existing_insertions(model):
         return model
-    builder = _Builder(model, {}, 0, {})
-    result = builder.rebuild(model)
-    Pending(graphs=builder.replaced).apply()
+    result = model
+    try:
+        with nodes.recording(model):
+            builder = _Builder(model, {}, 0, {})
+            result = builder.rebuild(model)
+        pending = Pending(graphs=builder.replaced)
+        pending.apply()
+        pending.commit()
+    except BaseException:
+        if result is not model:
+            nodes.discard(result, model)
+        nodes.tidy()
+        raise
     return result

@@ -3,7 +3,7 @@
 import warnings
 
 from keras_regs import _keras
-from keras_regs.model import insert, logs, penalize, persist
+from keras_regs.model import insert, logs, nodes, penalize, persist
 from keras_regs.model.graph import check_model
 from keras_regs.model.spec import canonical_call, read_spec
 
@@ -82,15 +82,24 @@ def regularize_model(
     # Everything that can fail happens before the first change to the model.
     changes, notes = penalize.plan(model, penalties, include_bias)
     result, pending = (model, insert.Pending())
-    if layers:
-        result, pending = insert.insert(model, layers, seed)
-    done = penalize.apply(changes)
     try:
-        pending.apply()
+        with nodes.recording(model):
+            if layers:
+                result, pending = insert.insert(model, layers, seed)
+        done = penalize.apply(changes)
+        try:
+            pending.apply()
+        except BaseException:
+            penalize.undo(done)
+            raise
     except BaseException:
-        penalize.undo(done)
+        if result is not model:  # the graph built is let go: no node stays
+            nodes.discard(result, model)
+        nodes.tidy()
         raise
+    pending.commit()
     if result is not model and _own_config(result) == _own_config(model):
+        nodes.discard(result, model)
         result = model  # the same spec again: nothing changed
     if changes or pending:
         # What `compile` does: the step functions traced before the change
@@ -111,6 +120,10 @@ def regularize_model(
         persist.keep(result, call, earlier=persist.calls(model))
     else:
         persist.mark(result)  # logs and schedules connected again when loaded
+    # The nodes of dropped graphs go; the returned model's calls come first, so
+    # that `layer.output` is the returned model's (see `nodes`).
+    nodes.know(model)
+    nodes.tidy(front=result)
     return result
 
 
@@ -166,6 +179,7 @@ def strip_regularization(model):
         The model, without keras_regs' model-level regularization.
     """
     check_model(model)
+    nodes.know(model)
     result = insert.strip(model)
     changes = penalize.strip_changes(result)
     penalize.apply(changes)
@@ -178,4 +192,5 @@ def strip_regularization(model):
         _keras.retrace(result)
     if logs.connected(result):
         logs.connect(result)  # the entries of the keywords removed go
+    nodes.tidy(front=result)
     return result

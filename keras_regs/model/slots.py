@@ -18,6 +18,7 @@ import dataclasses
 import keras
 
 from keras_regs import _keras
+from keras_regs.regularizers.penalties import Penalties
 
 KERNEL, BIAS, NORMALIZATION, OTHER = "kernel", "bias", "normalization", "other"
 
@@ -79,8 +80,41 @@ del L
 # projections: its config reads the private attributes below, and `build` passes
 # them to the internal EinsumDense layers that own the variables.
 
-# Layers whose `__init__` drops `activity_regularizer`, so a reload loses it.
-ACTIVITY_NOT_SAVED = (keras.layers.SimpleRNN,)
+
+_KERAS_SIMPLE_RNN = keras.layers.SimpleRNN
+
+
+@keras.saving.register_keras_serializable(package="keras_regs", name="SimpleRNN")
+class SimpleRNN(_KERAS_SIMPLE_RNN):
+    """Keras' `SimpleRNN`, whose constructor keeps `activity_regularizer`.
+
+    Keras' own (3.14 to 3.16 at least) takes the argument and drops it: its
+    `__init__` does not pass it on to `Layer.__init__`, as `LSTM` and `GRU` do,
+    so a SimpleRNN built with one has none. A penalty set afterwards, as
+    `layer.activity_regularizer`, counts and `get_config` saves it, but every
+    copy made from the config (`.keras` and JSON loading, `from_config`,
+    `keras.models.clone_model`, `Bidirectional`'s two directions) comes back
+    without it (docs/recurrent.md holds the report to file upstream).
+    `ActivitySlot.set` gives a SimpleRNN this class while it holds what
+    `regularize_model` attaches (a `Penalties`, with any regularizer set before
+    as its base), and Keras' class back when `strip_regularization` takes it
+    off. Saved as `keras_regs>SimpleRNN`, loaded after `import keras_regs`,
+    which the `Penalties` needs anyway.
+    """
+
+    def __init__(self, *args, activity_regularizer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.activity_regularizer = keras.regularizers.get(activity_regularizer)
+
+
+def _keeps_activity(layer):
+    """Whether the copies of `layer` made from its config keep what
+    `regularize_model` puts on its output: every layer but Keras' SimpleRNN, and
+    exactly that class gets `SimpleRNN` above then. A subclass of it may have a
+    constructor of its own: the model's record keeps its penalty instead."""
+    if not isinstance(layer, _KERAS_SIMPLE_RNN):
+        return True
+    return type(layer) in (_KERAS_SIMPLE_RNN, SimpleRNN)
 
 
 @dataclasses.dataclass(eq=False)
@@ -154,13 +188,20 @@ class ActivitySlot:
     @property
     def native(self):
         """Whether the layer's own config saves the activity penalty."""
-        return self.listed and not isinstance(self.owner, ACTIVITY_NOT_SAVED)
+        return self.listed and _keeps_activity(self.owner)
 
     def get(self):
         return self.owner.activity_regularizer
 
     def set(self, regularizer):
-        self.owner.activity_regularizer = regularizer
+        owner = self.owner
+        # a SimpleRNN keeps what keras_regs puts on it (see `SimpleRNN`), and
+        # gets Keras' class back with what it had before (strip_regularization)
+        if isinstance(regularizer, Penalties) and type(owner) is _KERAS_SIMPLE_RNN:
+            owner.__class__ = SimpleRNN
+        elif not isinstance(regularizer, Penalties) and type(owner) is SimpleRNN:
+            owner.__class__ = _KERAS_SIMPLE_RNN
+        owner.activity_regularizer = regularizer
 
 
 def activity_slots(layer, listed=True):
