@@ -22,11 +22,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # internals themselves, then what uses each: graph surgery and KerasHub models
 # (graph attributes, nodes, history), weight slots (sublayers, own variables),
 # records and pickling, logs and schedules (tracker, compute_loss, the JAX
-# state, the optimizer's counter, retracing). Tests marked slow are left out.
+# state, the optimizer's counter, retracing), node bookkeeping (node lists,
+# tensor histories, node keys). Tests marked slow are left out.
 KERAS_LOWEST ?= 3.14.0
 KERAS_COMPAT_TESTS ?= tests/test_keras_internals.py tests/test_training.py \
 	tests/test_logs.py tests/test_schedules.py tests/test_insert.py \
-	tests/test_kerashub.py tests/test_layer_table.py tests/test_subclassed.py
+	tests/test_kerashub.py tests/test_layer_table.py tests/test_subclassed.py \
+	tests/test_surgery.py
 KERAS_COMPAT_JAX_TESTS ?= tests/test_keras_internals.py tests/test_training.py \
 	tests/test_schedules.py tests/test_logs.py
 export KERAS_COMPAT_TESTS KERAS_COMPAT_JAX_TESTS

@@ -238,14 +238,26 @@ def references_beyond_graph(operation, index):
 
     node = operation._inbound_nodes[index]
     count = sys.getrefcount(node) - 2
-    count -= operation._inbound_nodes.count(node)
+    count -= _occurrences(operation._inbound_nodes, node)
     producers = {}
     for tensor in node.arguments.keras_tensors:
         producer = getattr(tensor, "_keras_history", None)
         if producer is not None and producer.operation is not None:
             producers[id(producer.operation)] = producer.operation
     for producer in producers.values():
-        count -= sum(1 for n in producer._outbound_nodes if n is node)
+        count -= _occurrences(producer._outbound_nodes, node)
+    return count
+
+
+def _occurrences(nodes, node):
+    """The references a node list holds to `node`. On TensorFlow a layer's list
+    attribute may be a `ListWrapper` (TensorFlow's tracking of a model's
+    attributes), which holds its elements twice: in the list and in a copy it
+    compares against (`_last_wrapped_list_snapshot`)."""
+    count = sum(1 for n in nodes if n is node)
+    snapshot = getattr(nodes, "_last_wrapped_list_snapshot", None)
+    if isinstance(snapshot, list):
+        count += sum(1 for n in snapshot if n is node)
     return count
 
 

@@ -20,6 +20,11 @@ there is no step to evaluate it at.
 
 The step of the step being traced is the thread's own (see `_terms`), so two
 models trained at once in two threads each read their own optimizer's step.
+
+A schedule's values cannot be checked when it is given (it is a function of the
+step) and an error cannot be raised inside a compiled step on every backend: its
+value is clipped where it is used, NaN to 0 and into `[0, maximum]` (float32's
+largest for a strength or a stddev, the largest float32 below 1 for a rate).
 """
 
 import contextlib
@@ -27,9 +32,11 @@ import threading
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_regs import _backend, _keras
+from keras_regs._validation import FLOAT32_MAX, check_config_keys, check_non_negative
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 _BOUND = "_keras_regs_model"  # the weakref to the model a scheduled object serves
@@ -146,8 +153,24 @@ def bind(model, objects):
         object.__setattr__(item, _BOUND, reference)
 
 
-def value(amount, owner, name):
-    """`amount` as used in a step: the number, or the schedule at the step."""
+def clip(amount, maximum=FLOAT32_MAX):
+    """A float32 tensor as a step uses a schedule's value: NaN as 0, then
+    clipped into `[0, maximum]`."""
+    amount = ops.cast(amount, "float32")
+    clipped = ops.clip(amount, 0.0, maximum)
+    return ops.where(ops.isnan(amount), ops.zeros_like(amount), clipped)
+
+
+def clip_number(amount, maximum=FLOAT32_MAX):
+    """`clip` for a Python number."""
+    if np.isnan(amount):
+        return 0.0
+    return float(min(max(float(amount), 0.0), maximum))
+
+
+def value(amount, owner, name, maximum=FLOAT32_MAX):
+    """`amount` as used in a step: the number, or the schedule at the step,
+    clipped into `[0, maximum]` (NaN as 0)."""
     if not is_schedule(amount):
         return amount
     step = _current_step()
@@ -174,7 +197,7 @@ def value(amount, owner, name):
                 "`regularize_model`) on the model you train."
             )
         step = model_step(model)
-    return ops.cast(amount(step), "float32")
+    return clip(amount(step), maximum)
 
 
 def _describe(owner):
@@ -190,13 +213,18 @@ class Scaled(Schedule):
 
     def __init__(self, schedule, factor):
         self.schedule = check(schedule, "schedule", _not_a_schedule)
-        self.factor = float(factor)
+        self.factor = check_non_negative(factor, "factor")
 
     def __call__(self, step):
         return ops.cast(self.schedule(step), "float32") * self.factor
 
     def get_config(self):
         return {"schedule": to_config(self.schedule), "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
 
 
 def _not_a_schedule(value, name):

@@ -14,6 +14,15 @@ import math
 import numbers
 
 REDUCTIONS = ("sum", "mean")
+# The largest float32, numpy.finfo("float32").max: strengths and stddevs are
+# held and used in float32, where anything larger is inf.
+FLOAT32_MAX = 3.4028234663852886e38
+# The seeds Keras' SeedGenerator holds on every backend: its state variable is
+# int64 on TensorFlow, uint32 on JAX and int32 on PyTorch
+# (`keras.backend.random_seed_dtype()`), and a saved model loads on any of them.
+SEED_MAX = 2**31 - 1
+# The largest float32 below 1, 1 - 2**-24: a rate above it rounds to 1 in float32.
+RATE_MAX = 1.0 - 2.0**-24
 
 
 def _fail(error, name, expected, value):
@@ -36,18 +45,26 @@ def check_float(name, value, expected):
 
 
 def check_non_negative(value, name):
-    """A strength or a noise stddev: any finite number >= 0."""
+    """A strength or a noise stddev: any finite number >= 0 that float32 holds."""
     expected = "a finite number >= 0"
     value = check_float(name, value, expected)
     if value < 0:
+        _fail(ValueError, name, expected, value)
+    if value > FLOAT32_MAX:
+        expected = f"a finite number >= 0 that float32 can hold (<= {FLOAT32_MAX:.8g})"
         _fail(ValueError, name, expected, value)
     return value
 
 
 def check_rate(value, name="rate"):
+    """A dropout rate: in [0, 1), also once rounded to float32 (where it is held:
+    0.99999999 would be 1.0, and dropout would divide by 0)."""
     expected = "a float in [0, 1)"
     value = check_float(name, value, expected)
     if not 0.0 <= value < 1.0:
+        _fail(ValueError, name, expected, value)
+    if value > RATE_MAX:
+        expected = f"a float in [0, 1) that stays below 1 in float32 (<= {RATE_MAX!r})"
         _fail(ValueError, name, expected, value)
     return value
 
@@ -69,13 +86,15 @@ def check_inserted_by(value, name="inserted_by"):
 
 
 def check_seed(value, name="seed"):
+    """None, or a seed that Keras' SeedGenerator holds on every backend."""
     expected = "None or a non-negative integer"
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         _fail(TypeError, name, expected, value)
     value = int(value)
-    if value < 0:
+    if not 0 <= value <= SEED_MAX:
+        expected = f"None or an integer in [0, 2**31 - 1] = [0, {SEED_MAX}]"
         _fail(ValueError, name, expected, value)
     return value
 

@@ -9,18 +9,22 @@ The constructors' own argument checks are in `test_validation.py`.
 """
 
 import copy
+import io
 import json
 import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
 
 import keras_regs
 from custom_models import Net
-from helpers import assert_states_equal, mlp, model_state
+from helpers import assert_states_equal, mlp, model_state, to_numpy
+from keras_regs._schedule import Scaled
 
 X = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+WARMUP = keras.optimizers.schedules.PolynomialDecay(0.0, 4, end_learning_rate=0.1)
 
 
 def lstm_free_model():
@@ -151,10 +155,34 @@ MODEL_CASES = [
         ["`seed`", "seed=None"],
     ),
     (
+        "seed-out-of-range",
+        lambda m: R(m, hidden_dropout=0.1, seed=2**63),
+        ValueError,
+        ["`seed`", f"seed={2**63}"],
+    ),
+    (
+        "strength-inf-in-float32",
+        lambda m: R(m, weight_l2=1e39),
+        ValueError,
+        ["`weight_l2`", "weight_l2=1e+39", "float32"],
+    ),
+    (
+        "noise-inf-in-float32",
+        lambda m: R(m, input_noise=1e39),
+        ValueError,
+        ["`input_noise`", "input_noise=1e+39"],
+    ),
+    (
         "dropout-one",
         lambda m: R(m, hidden_dropout=1.0),
         ValueError,
         ["hidden_dropout=1.0"],
+    ),
+    (
+        "dropout-one-in-float32",
+        lambda m: R(m, hidden_dropout=0.99999999),
+        ValueError,
+        ["hidden_dropout=0.99999999", "float32"],
     ),
     ("noise-str", lambda m: R(m, input_noise="0.1"), TypeError, ["input_noise='0.1'"]),
     (
@@ -316,6 +344,30 @@ OBJECT_CASES = [
         TypeError,
         ["`config`", "config='strength=0.1'"],
     ),
+    (
+        "stddev-inf-in-float32",
+        lambda: keras_regs.layers.GaussianNoise(1e39),
+        ValueError,
+        ["`stddev`", "stddev=1e+39", "float32"],
+    ),
+    (
+        "layer-seed-past-int64",
+        lambda: keras_regs.layers.BernoulliDropout(0.1, seed=2**63),
+        ValueError,
+        ["`seed`", f"seed={2**63}"],
+    ),
+    (
+        "layer-autocast",
+        lambda: keras_regs.layers.BernoulliDropout(0.1, autocast=True),
+        ValueError,
+        ["`autocast`", "autocast=True"],
+    ),
+    (
+        "scaled-factor-negative",
+        lambda: Scaled(WARMUP, -0.5),
+        ValueError,
+        ["`factor`", "factor=-0.5"],
+    ),
 ]
 
 
@@ -351,6 +403,12 @@ def hand_model():
 
 def regularized_model():
     return keras_regs.regularize_model(mlp(), weight_l2=0.1, hidden_l1=0.01)
+
+
+def scheduled_model():
+    """A scheduled weight_l2 shared by reduction="mean": each kernel's strength
+    is a `Scaled(schedule, 1 / |Omega|)` in the file."""
+    return keras_regs.regularize_model(mlp(), weight_l2=WARMUP, reduction="mean")
 
 
 def mixin_model():
@@ -601,6 +659,41 @@ FILE_CASES = [
         ["'extra'", "extra=1"],
     ),
     (
+        "scaled-factor-str",
+        "scheduled",
+        set_in("Scaled", factor="abc"),
+        TypeError,
+        ["`factor`", "factor='abc'"],
+    ),
+    (
+        "scaled-factor-negative",
+        "scheduled",
+        set_in("Scaled", factor=-3),
+        ValueError,
+        ["`factor`", "factor=-3.0"],
+    ),
+    (
+        "scaled-unknown-key",
+        "scheduled",
+        set_in("Scaled", evil=1),
+        TypeError,
+        ["Scaled", "evil=1"],
+    ),
+    (
+        "stddev-inf-in-float32",
+        "hand",
+        set_in("GaussianNoise", stddev=1e39),
+        ValueError,
+        ["stddev=1e+39"],
+    ),
+    (
+        "seed-past-int64",
+        "hand",
+        set_in("GaussianNoise", seed=2**63),
+        ValueError,
+        [f"seed={2**63}"],
+    ),
+    (
         "record-strength",
         "mixin",
         set_record([{"weight_l2": "abc"}]),
@@ -623,7 +716,12 @@ FILE_CASES = [
     ),
 ]
 
-BUILDERS = {"hand": hand_model, "regularized": regularized_model, "mixin": mixin_model}
+BUILDERS = {
+    "hand": hand_model,
+    "regularized": regularized_model,
+    "scheduled": scheduled_model,
+    "mixin": mixin_model,
+}
 
 
 @pytest.fixture(scope="module")
@@ -686,4 +784,119 @@ def test_tampered_file_is_refused_whole(
         and any(all(f in str(e) for f in choice) for choice in choices)
     ]
     assert ours, [f"{type(e).__name__}: {str(e)[-300:]}" for e in chain(info.value)]
+    assert path.read_bytes() == on_disk
+
+
+# ---- tampered weights inside a .keras file -----------------------------------
+
+DROPOUT = "layers/bernoulli_dropout/vars"  # hand_model's layers, as saved
+NOISE = "layers/gaussian_noise/vars"
+
+
+def set_dataset(path, value):
+    """Replace the dataset at `path` (a scalar or an array, any dtype)."""
+
+    def tamper(weights):
+        del weights[path]
+        weights[path] = value
+
+    return tamper
+
+
+# (id, tamper(h5 file), error, fragments): on hand_model's `model.weights.h5`
+WEIGHT_CASES = [
+    (
+        "rate-5",
+        set_dataset(f"{DROPOUT}/0", np.float32(5)),
+        ValueError,
+        ["'bernoulli_dropout'", "`rate`", "rate=5.0"],
+    ),
+    (
+        "rate-negative",
+        set_dataset(f"{DROPOUT}/0", np.float32(-3)),
+        ValueError,
+        ["'bernoulli_dropout'", "`rate`", "rate=-3.0"],
+    ),
+    (
+        "rate-one",
+        set_dataset(f"{DROPOUT}/0", np.float32(1)),
+        ValueError,
+        ["'bernoulli_dropout'", "rate=1.0"],
+    ),
+    (
+        "stddev-nan",
+        set_dataset(f"{NOISE}/0", np.float32("nan")),
+        ValueError,
+        ["'gaussian_noise'", "`stddev`", "stddev=nan"],
+    ),
+    (
+        "stddev-inf-in-float32",
+        set_dataset(f"{NOISE}/0", np.float64(1e39)),
+        ValueError,
+        ["'gaussian_noise'", "stddev=1e+39"],
+    ),
+    (
+        "stddev-not-a-scalar",
+        set_dataset(f"{NOISE}/0", np.ones(3, "float32")),
+        ValueError,
+        ["'gaussian_noise'", "shape ()", "(3,)"],
+    ),
+    (
+        "seed-state-shape",
+        set_dataset(f"{DROPOUT}/1", np.zeros(3, "int64")),
+        ValueError,
+        ["'bernoulli_dropout'", "shape (2,)", "(3,)"],
+    ),
+]
+
+
+def tampered_weights_copy(source, target, tamper):
+    with zipfile.ZipFile(source) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    buffer = io.BytesIO(files["model.weights.h5"])
+    with h5py.File(buffer, "a") as weights:
+        tamper(weights)
+    files["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return target
+
+
+def assert_error_names(error, fragments):
+    """`error` or one it was raised from holds every fragment (Keras reports a
+    layer's failed `load_own_variables` inside its own ValueError)."""
+    texts = [str(e) for e in chain(error)]
+    assert any(all(f in text for f in fragments) for text in texts), texts
+
+
+@pytest.mark.parametrize(
+    ("tamper", "error", "fragments"),
+    [case[1:] for case in WEIGHT_CASES],
+    ids=[case[0] for case in WEIGHT_CASES],
+)
+def test_tampered_weights_are_refused_whole(saved, tmp_path, tamper, error, fragments):
+    path = tampered_weights_copy(saved["hand"], tmp_path / "tampered.keras", tamper)
+    on_disk = path.read_bytes()
+    result = "nothing"
+    with pytest.raises(error) as info:
+        result = keras.saving.load_model(path, safe_mode=True)
+    assert result == "nothing"  # no partial model came back
+    assert_error_names(info.value, fragments)
+    assert path.read_bytes() == on_disk
+
+    # into the model that saved it: refused, and the layer keeps what it held
+    keras.backend.clear_session()
+    model = keras.saving.load_model(saved["hand"])
+    before = model_state(model)
+    held = [to_numpy(v) for v in model.non_trainable_variables]  # seed states too
+    rates = [getattr(layer, "rate", None) for layer in model.layers]
+    with pytest.raises(error) as info:
+        model.load_weights(path)
+    assert_error_names(info.value, fragments)
+    assert_states_equal(before, model_state(model))
+    assert len(held) == 4  # each layer's rate or stddev, and its seed state
+    for value, now in zip(held, model.non_trainable_variables, strict=True):
+        np.testing.assert_array_equal(value, to_numpy(now))
+    assert rates == [getattr(layer, "rate", None) for layer in model.layers]
     assert path.read_bytes() == on_disk

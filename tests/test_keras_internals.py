@@ -237,6 +237,22 @@ def test_only_keras_node_lists_and_model_graphs_hold_a_node():
     assert _keras.references_beyond_graph(dense, 0) == 0
 
 
+def test_a_node_after_a_nested_model_is_counted_the_same():
+    """On TensorFlow a model's node lists may be TensorFlow `ListWrapper`s,
+    which hold each node twice (the list and its snapshot): counted as Keras'
+    own lists all the same."""
+    import gc
+
+    inner = functional()
+    inputs = keras.Input((3,))
+    top = keras.layers.Dense(1)
+    outer = keras.Model(inputs, top(inner(inputs)))
+    assert _keras.references_beyond_graph(top, 0) == 1
+    del outer
+    gc.collect()
+    assert _keras.references_beyond_graph(top, 0) == 0
+
+
 def test_a_node_moved_keeps_its_tensors_and_models_keys_right():
     """`set_inbound_nodes` gives the tensors of a moved node their new position
     (`KerasHistory.node_index`) and `rekey` the model's `_nodes` keys, which

@@ -171,3 +171,145 @@ def test_masks_pass_through(cls):
 def test_public_namespace():
     assert keras_regs.layers.GaussianNoise is GaussianNoise
     assert keras_regs.layers.BernoulliDropout is BernoulliDropout
+
+
+# ---- a subclass's build, the input's dtype, integer inputs -----------------
+
+
+@keras.saving.register_keras_serializable(package="keras_regs_tests")
+class ScaledDropout(BernoulliDropout):
+    """A subclass with shape-dependent state: a per-feature scale made in build."""
+
+    def build(self, input_shape):
+        self.seen_shape = tuple(input_shape)
+        self.scale = self.add_weight(
+            name="scale", shape=(input_shape[-1],), initializer="ones"
+        )
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=training) * self.scale
+
+
+def test_a_subclass_build_runs_with_the_input_shape_and_survives_saving(tmp_path):
+    layer = ScaledDropout(0.5, seed=3)
+    assert not layer.built
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layer(inputs))
+    assert layer.built and layer.seen_shape == (None, 4)
+    layer.scale.assign(np.array([1.0, 2.0, 3.0, 4.0], "float32"))
+    x = np.ones((2, 4), "float32")
+    np.testing.assert_array_equal(to_numpy(model(x)), np.tile([1, 2, 3, 4], (2, 1)))
+    layer(x, training=True)  # the seed state moves on
+    state = to_numpy(layer.seed_generator.state)
+
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    twin = loaded.layers[-1]
+    assert isinstance(twin, ScaledDropout) and twin.seen_shape == (None, 4)
+    np.testing.assert_array_equal(to_numpy(twin.scale), [1, 2, 3, 4])
+    np.testing.assert_array_equal(to_numpy(twin.seed_generator.state), state)
+    assert twin.rate == 0.5
+    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
+
+    model.save_weights(tmp_path / "m.weights.h5")
+    fresh_inputs = keras.Input((4,))
+    fresh = ScaledDropout(0.5, seed=9)
+    keras.Model(fresh_inputs, fresh(fresh_inputs)).load_weights(
+        tmp_path / "m.weights.h5"
+    )
+    np.testing.assert_array_equal(to_numpy(fresh.scale), [1, 2, 3, 4])
+    np.testing.assert_array_equal(to_numpy(fresh.seed_generator.state), state)
+
+
+# (dtype of the input, global dtype policy): the output keeps the input's dtype
+DTYPES = [("float16", "float32"), ("float32", "mixed_float16"), ("float64", "float32")]
+DTYPE_IDS = [f"{d}-under-{p}" for d, p in DTYPES]
+
+
+def skip_float64_on_jax(dtype):
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        pytest.skip("JAX (without jax_enable_x64) holds no float64 arrays")
+
+
+@pytest.mark.parametrize(("dtype", "policy"), DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("cls", [GaussianNoise, BernoulliDropout])
+def test_the_output_keeps_the_input_dtype_eagerly(cls, dtype, policy):
+    skip_float64_on_jax(dtype)
+    keras.config.set_dtype_policy(policy)
+    x = np.random.default_rng(5).uniform(0.5, 2.0, size=(400, 50)).astype(dtype)
+    tensor = ops.convert_to_tensor(x, dtype)
+    layer = cls(0.5, seed=4)
+    assert layer(tensor, training=False) is tensor  # the very same tensor
+    y = layer(tensor, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    y = to_numpy(y)
+    if cls is BernoulliDropout:
+        kept = y != 0
+        # 1 - rate computed in max(float32, input dtype), then in the input's
+        wide = "float64" if dtype == "float64" else "float32"
+        scale = (1 - np.asarray(np.float32(0.5), wide)).astype(dtype)
+        np.testing.assert_array_equal(y[kept], (x[kept] / scale).astype(dtype))
+        assert abs(kept.mean() - 0.5) < SIGMAS * np.sqrt(0.25 / x.size)
+    else:
+        noise = y.astype("float64") - x.astype("float64")
+        # float16 rounds each output (< 4) by at most half its spacing, 2**-10
+        rounding = 2.0**-10 if dtype == "float16" else 0.0
+        assert abs(noise.std() - 0.5) < SIGMAS * 0.5 / np.sqrt(2 * x.size) + rounding
+
+
+@pytest.mark.parametrize(("dtype", "policy"), DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("cls", [GaussianNoise, BernoulliDropout])
+def test_the_output_keeps_the_input_dtype_in_a_compiled_model(cls, dtype, policy):
+    """Identity through the layer (rate 0, stddev 0) in a compiled `fit`, then a
+    float32 Dense: a value that `dtype` holds and a cast would round (1 + 2**-12
+    in float32 under mixed_float16; 1 + 1e-10 in float64) reaches the loss
+    unrounded, so the loss is exactly 0; `predict` returns the input bit for bit."""
+    skip_float64_on_jax(dtype)
+    keras.config.set_dtype_policy(policy)
+    floatx = keras.config.floatx()
+    if dtype == "float64":  # else `fit` and `predict` cast the data to float32
+        keras.config.set_floatx("float64")
+    try:
+        fit_and_predict_identity(cls, dtype)
+    finally:
+        keras.config.set_floatx(floatx)
+
+
+def fit_and_predict_identity(cls, dtype):
+    delta = {"float16": 2.0**-8, "float32": 2.0**-12, "float64": 1e-10}[dtype]
+    x = np.full((8, 4), 1 + delta, dtype)
+    inputs = keras.Input((4,), dtype=dtype)
+    noisy = cls(0.0, seed=2)(inputs)
+    assert noisy.dtype == dtype
+    wide = "float64" if dtype == "float64" else "float32"
+    dense = keras.layers.Dense(
+        4, use_bias=False, kernel_initializer="identity", dtype=wide
+    )
+    model = keras.Model(inputs, dense(noisy))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.MeanAbsoluteError(dtype=wide),
+        jit_compile=JIT,
+    )
+    target = x.astype(wide)
+    assert model.fit(x, target, batch_size=8, verbose=0).history["loss"] == [0.0]
+    assert model.evaluate(x, target, verbose=0) == 0.0
+    alone = keras.Model(inputs, noisy)
+    out = alone.predict(x, verbose=0)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+@pytest.mark.parametrize("cls", [GaussianNoise, BernoulliDropout])
+def test_integer_input_is_refused_naming_layer_and_dtype(cls, dtype):
+    layer = cls(0.5, seed=1, name="corrupt")
+    fragments = [cls.__name__, "'corrupt'", dtype]
+    with pytest.raises(TypeError) as info:
+        layer(keras.Input((3,), dtype=dtype))
+    assert all(f in str(info.value) for f in fragments), str(info.value)
+    x = ops.convert_to_tensor(np.arange(6).reshape(2, 3), dtype)
+    for training in (True, False):
+        with pytest.raises(TypeError) as info:
+            layer(x, training=training)
+        assert all(f in str(info.value) for f in fragments), str(info.value)

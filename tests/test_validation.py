@@ -10,6 +10,8 @@ import keras_regs
 from keras_regs.layers import BernoulliDropout, GaussianNoise
 
 PENALTIES = [keras_regs.WeightL1, keras_regs.WeightL2, keras_regs.HiddenL1]
+FLOAT32_MAX = float(np.finfo("float32").max)
+WARMUP = keras.optimizers.schedules.PolynomialDecay(0.0, 4, end_learning_rate=0.1)
 
 # (constructor, kwargs, error, message fragment)
 CASES = [
@@ -25,6 +27,7 @@ CASES = [
             ("abc", TypeError),
             (None, TypeError),
             ([0.1], TypeError),
+            (1e39, ValueError),  # inf in float32
         ]
     ],
     *[
@@ -39,6 +42,7 @@ CASES = [
             (1.5, ValueError),
             (-0.1, ValueError),
             (math.nan, ValueError),
+            (0.99999999, ValueError),  # 1.0 in float32: a division by 0
             ("0.5", TypeError),
             (False, TypeError),
             (None, TypeError),
@@ -50,6 +54,8 @@ CASES = [
             (-0.5, ValueError),
             (math.inf, ValueError),
             (math.nan, ValueError),
+            (1e39, ValueError),
+            (FLOAT32_MAX * 1.0000001, ValueError),
             ("1", TypeError),
             (True, TypeError),
         ]
@@ -57,8 +63,33 @@ CASES = [
     *[
         (cls, {first: 0.1, "seed": value}, error, f"seed={value!r}")
         for cls, first in [(BernoulliDropout, "rate"), (GaussianNoise, "stddev")]
-        for value, error in [(-1, ValueError), (1.5, TypeError), ("7", TypeError)]
+        for value, error in [
+            (-1, ValueError),
+            (2**31, ValueError),  # past int32: PyTorch's seed state
+            (2**32, ValueError),  # past uint32: JAX's
+            (2**63, ValueError),  # past int64: TensorFlow's
+            (1.5, TypeError),
+            ("7", TypeError),
+        ]
     ],
+    (
+        keras_regs._schedule.Scaled,
+        {"schedule": WARMUP, "factor": -2},
+        ValueError,
+        "factor=-2.0",
+    ),
+    (
+        keras_regs._schedule.Scaled,
+        {"schedule": WARMUP, "factor": "x"},
+        TypeError,
+        "factor='x'",
+    ),
+    (
+        keras_regs._schedule.Scaled,
+        {"schedule": WARMUP, "factor": 1e39},
+        ValueError,
+        "factor=1e+39",
+    ),
 ]
 
 
@@ -74,6 +105,25 @@ def test_bad_arguments_raise_naming_argument_and_value(cls, kwargs, error, recei
     message = str(info.value)
     assert f"argument `{argument}`" in message
     assert f"Received: {received}" in message
+
+
+def test_the_limits_are_what_float32_and_every_seed_state_hold():
+    """The largest accepted values are float32's largest, the largest float32
+    below 1 and int32's largest; the next ones up are refused."""
+    above = float(np.nextafter(FLOAT32_MAX, np.inf))
+    assert keras_regs.WeightL2(FLOAT32_MAX).strength == FLOAT32_MAX
+    assert GaussianNoise(FLOAT32_MAX).stddev == FLOAT32_MAX
+    for make in (keras_regs.WeightL2, GaussianNoise):
+        with pytest.raises(ValueError, match="float32"):
+            make(above)
+    largest_rate = float(np.nextafter(np.float32(1), np.float32(0)))
+    layer = BernoulliDropout(largest_rate, seed=2**31 - 1)
+    assert layer.rate == largest_rate and layer.seed == 2**31 - 1
+    assert float(np.array(layer.weights[0].numpy())) < 1.0
+    with pytest.raises(ValueError, match="float32"):
+        BernoulliDropout(float(np.nextafter(largest_rate, 1.0)))
+    with pytest.raises(ValueError, match=r"argument `seed`.*seed=2147483648"):
+        BernoulliDropout(0.1, seed=2**31)
 
 
 def test_numpy_scalars_and_ints_are_accepted_and_stored_as_floats():

@@ -13,7 +13,9 @@ class GaussianNoise(SeededLayer):
     """Adds zero-mean Gaussian noise to its input in training (theanets' `*_noise`).
 
     In training: `y = x + n`, `n ~ N(0, stddev**2)` drawn independently for every
-    element. At inference: `y = x`, the very same tensor.
+    element. At inference: `y = x`, the very same tensor. The input is never cast
+    (a float16 or float64 input gives an output of its dtype); an integer or
+    boolean input is refused with a `TypeError`.
 
     Unlike `keras.layers.GaussianNoise`, any finite `stddev >= 0` is accepted (Keras
     refuses values above 1), the noise is always drawn from the layer's own
@@ -22,9 +24,11 @@ class GaussianNoise(SeededLayer):
     train step), and the random state is saved with the model. Masks pass through.
 
     Args:
-        stddev: the noise's standard deviation, a finite number >= 0, or a
+        stddev: the noise's standard deviation, a finite number >= 0 (at most
+            float32's largest), or a
             `keras.optimizers.schedules.LearningRateSchedule` of the training
-            step.
+            step (its values are clipped to >= 0, NaN as 0). Loading weights
+            sets it to the loaded value.
         seed: `None` or an integer: the seed of the layer's random sequence.
         inserted_by: `None` for a layer you place yourself; the keyword of
             `keras_regs.regularize_model` that inserted it otherwise (saved with
@@ -41,6 +45,7 @@ class GaussianNoise(SeededLayer):
     """
 
     held = "stddev"
+    held_check = staticmethod(check_non_negative)
 
     def __init__(self, stddev, seed=None, inserted_by=None, **kwargs):
         super().__init__(
@@ -59,9 +64,10 @@ class GaussianNoise(SeededLayer):
         self._set_held(_schedule.check(value, "stddev", check_non_negative))
 
     def call(self, inputs, training=False):
+        dtype = self._check_input(inputs)
         if not training:
             return inputs
         noise = keras.random.normal(
-            ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator
+            ops.shape(inputs), dtype=dtype, seed=self.seed_generator
         )
-        return inputs + noise * ops.cast(self._held_now(), inputs.dtype)
+        return inputs + noise * ops.cast(self._held_now(), dtype)

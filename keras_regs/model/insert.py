@@ -128,8 +128,11 @@ def select_anchors(model, requests):
             for info in infos:
                 end = ends[id(info.layer)]
                 if not end.is_output and owns_kernel(info.layer, info.listed):
-                    if end.layer not in anchors:
-                        anchors.append(end.layer)
+                    # a wrapper wraps the layer with the kernel (its Jacobian),
+                    # never the normalization or activation that ends its block
+                    anchor = info.layer if request.kind == "contractive" else end.layer
+                    if anchor not in anchors:
+                        anchors.append(anchor)
         else:
             anchors = [i.layer for i in infos if i.is_output]
         if not anchors:
@@ -259,6 +262,7 @@ class _Builder:
         self.updates = []  # (layer, {attribute: value}): set once the rebuild worked
         self.wrappers = {}  # id(layer) -> its Contractive wrapper in the new graph
         self.replaced = []  # (model, inputs, outputs): graphs to set in place
+        self.mirrors = []  # (new node, the node of the old graph it repeats)
         # how often each layer is called, over the model and its nested models
         self.calls = {}
         for level in [model, *(m for m in _every_layer(model) if has_graph(m))]:
@@ -276,17 +280,28 @@ class _Builder:
         self.names.add(candidate)
         return candidate
 
-    def _make(self, anchor, insertion):
+    def _make(self, anchor, insertion, call=0):
+        """The layer for `insertion` after the anchor's call of rank `call` (its
+        place among the anchor's calls in the model, in the order they were
+        made): named `{anchor}_{kind}`, then `_1`, `_2` for further calls, so
+        that the same spec again finds the same layer at the same call."""
         cls = CLASSES[insertion.kind]
+        base = f"{anchor.name}_{insertion.kind}" + (f"_{call}" if call else "")
         pool = self.reusable.get(id(anchor), [])
-        for layer in pool:
-            if type(layer) is cls and layer.inserted_by == insertion.argument:
-                if insertion.keep or layer.seed == _layer_seed(self.seed, layer.name):
-                    pool.remove(layer)
-                    if layer._held_value != insertion.value:
-                        self.updates.append((layer, {layer.held: insertion.value}))
-                    return layer
-        name = self._unique(f"{anchor.name}_{insertion.kind}")
+        fitting = [
+            layer
+            for layer in pool
+            if type(layer) is cls
+            and layer.inserted_by == insertion.argument
+            and (insertion.keep or layer.seed == _layer_seed(self.seed, layer.name))
+        ]
+        fitting.sort(key=lambda layer: layer.name != base)  # its own first
+        for layer in fitting:
+            pool.remove(layer)
+            if layer._held_value != insertion.value:
+                self.updates.append((layer, {layer.held: insertion.value}))
+            return layer
+        name = self._unique(base)
         return cls(
             insertion.value,
             seed=_layer_seed(self.seed, name),
@@ -324,7 +339,7 @@ class _Builder:
         self.wrappers[id(layer)] = wrapper
         return wrapper
 
-    def after(self, anchor, outputs, produces_output=None):
+    def after(self, anchor, outputs, produces_output=None, call=0):
         insertions = [
             i
             for i in self.plan.get(id(anchor), [])
@@ -335,13 +350,44 @@ class _Builder:
         multiple = isinstance(outputs, (list, tuple))
         tensor = outputs[0] if multiple else outputs
         for insertion in insertions:
-            tensor = self._make(anchor, insertion)(tensor)
+            tensor = self._make(anchor, insertion, call)(tensor)
         if multiple:  # the main output only; states and scores pass unchanged
             return type(outputs)([tensor, *outputs[1:]])
         return tensor
 
+    def finish(self, result):
+        """Give the new calls of each layer the order of the calls they repeat
+        (a shared layer's calls were made in Keras' execution order), so that
+        the new model's config lists them as the old one did."""
+        by_operation = {}
+        for new, old in self.mirrors:
+            by_operation.setdefault(id(new.operation), []).append((new, old))
+        changed = False
+        for pairs in by_operation.values():
+            if len(pairs) < 2:
+                continue
+            operation = pairs[0][0].operation
+            listed = list(_keras.inbound_node_list(operation))
+            position = {id(n): i for i, n in enumerate(listed)}
+
+            slots = sorted(position[id(new)] for new, _ in pairs)
+            ordered = sorted(pairs, key=lambda pair: _position(pair[1]))
+            for slot, (new, _) in zip(slots, ordered, strict=True):
+                listed[slot] = new
+            if listed != list(_keras.inbound_node_list(operation)):
+                _keras.set_inbound_nodes(operation, listed)
+                changed = True
+        self.mirrors = []
+        if changed:
+            for graph in nodes.graph_models(result):
+                _keras.rekey(graph)
+
     def rebuild(self, model):
-        new = self._rebuild(model)
+        # Keras gives a new model (and the optimizer `compile` makes for it:
+        # a LossScaleOptimizer under mixed_float16) the global policy: the
+        # rebuild runs under the model's own, whatever the global one is now.
+        with _global_policy(model.dtype_policy):
+            new = self._rebuild(model)
         if not model.trainable:  # a frozen nested model stays frozen
             new.trainable = False
         return new
@@ -364,16 +410,29 @@ class _Builder:
         # hidden ones only after the others.
         order, counts = _keras.call_order(model), {}
         level_outputs = {id(t) for t in model.outputs}
+        # each call's rank among its layer's calls in this model, in the order
+        # they were made (the order of the layer's node list), which Keras'
+        # execution order (depth by depth) need not follow
+        rank = {}
+        for calls in order.values():
+            made = sorted(calls, key=_position)
+            rank.update({id(node): i for i, node in enumerate(made)})
 
-        def produces_output(layer):
+        def original_call(layer):
+            """The node of `model`'s graph this call of `layer` repeats."""
             index = counts[id(layer)] = counts.get(id(layer), -1) + 1
             nodes = order.get(id(layer), [])
-            if self.calls.get(id(layer), 0) < 2 or index >= len(nodes):
+            return nodes[index] if index < len(nodes) else None
+
+        def produces_output(layer, node):
+            if self.calls.get(id(layer), 0) < 2 or node is None:
                 return None
-            return any(id(t) in level_outputs for t in nodes[index].outputs)
+            return any(id(t) in level_outputs for t in node.outputs)
 
         def call_function(layer, *args, **kwargs):
-            produces = produces_output(layer)
+            node = original_call(layer)
+            produces = produces_output(layer, node)
+            call = 0 if node is None else rank[id(node)]
             args, kwargs = keras.tree.map_structure(
                 lambda t: wrapped.get(id(t), t), (args, kwargs)
             )
@@ -384,8 +443,12 @@ class _Builder:
             target = self.wrapped(layer)
             if "mask" in kwargs and not _takes_mask(target):
                 kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+            made = len(_keras.inbound_node_list(target))
             outputs = target(*args, **kwargs)
-            return self.after(unwrap(layer), outputs, produces)
+            new = _keras.inbound_node_list(target)[made:]
+            if node is not None and len(new) == 1:
+                self.mirrors.append((new[0], node))
+            return self.after(unwrap(layer), outputs, produces, call)
 
         def clone_function(layer):
             return self.rebuild(layer) if isinstance(layer, keras.Model) else layer
@@ -433,6 +496,20 @@ class _Builder:
         return new
 
 
+@contextlib.contextmanager
+def _global_policy(policy):
+    """`keras.config.set_dtype_policy(policy)` while the block runs."""
+    before = keras.config.dtype_policy()
+    plain = isinstance(policy, keras.DTypePolicy) and policy.quantization_mode is None
+    if plain:
+        keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        if plain:
+            keras.config.set_dtype_policy(before)
+
+
 def _policy_of(anchor):
     """The dtype policy of a layer inserted after `anchor`: the anchor's own
     (not the global one, which may have changed since the model was built), or
@@ -470,6 +547,12 @@ def _single_output(layer):
     return all(
         len(_keras.node_outputs(node)) == 1 for node in _keras.inbound_nodes(layer)
     )
+
+
+def _position(node):
+    """Where `node` is in its operation's node list."""
+    listed = _keras.inbound_node_list(node.operation)
+    return next(i for i, n in enumerate(listed) if n is node)
 
 
 def _fresh_input(tensor):
@@ -596,6 +679,7 @@ def insert(model, requests, seed):
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))
     builder = _Builder(model, plan, seed, existing)
     result = builder.rebuild(model)
+    builder.finish(result)
     return result, Pending(builder.updates, builder.replaced)
 
 
@@ -623,6 +707,7 @@ def strip(model):
         with nodes.recording(model):
             builder = _Builder(model, {}, 0, {})
             result = builder.rebuild(model)
+            builder.finish(result)
         pending = Pending(graphs=builder.replaced)
         pending.apply()
         pending.commit()

@@ -35,21 +35,21 @@ _CREATED = weakref.WeakSet()
 _KNOWN = {}
 
 
-def _graph_models(model):
+def graph_models(model):
     """`model` and the graph models nested in it."""
     from keras_regs.model.graph import has_graph
 
     found = [model] if has_graph(model) else []
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.Model):
-            found += _graph_models(layer)
+            found += graph_models(layer)
     return found
 
 
 def know(*models):
     """Note models whose node keys keras_regs may recompute."""
     for model in models:
-        for graph in _graph_models(model):
+        for graph in graph_models(model):
             _KNOWN[id(graph)] = weakref.ref(graph)
 
 
@@ -57,7 +57,7 @@ def _operations(model):
     from keras_regs.model.graph import has_graph
 
     operations = _keras.flatten_layers(model)
-    for graph in _graph_models(model):
+    for graph in graph_models(model):
         if has_graph(graph) and not isinstance(graph, keras.Sequential):
             operations += [_keras.history_operation(t) for t in graph.inputs]
         elif isinstance(graph, keras.Sequential):
@@ -110,8 +110,8 @@ def discard(model, keep):
     """Let go of `model`, built by keras_regs and not returned: its graphs (and
     those of its nested models) that are not in `keep` (the model given) hold
     their nodes no more."""
-    kept = {id(graph) for graph in _graph_models(keep)}
-    for graph in _graph_models(model):
+    kept = {id(graph) for graph in graph_models(keep)}
+    for graph in graph_models(model):
         if id(graph) not in kept:
             _KNOWN.pop(id(graph), None)
             _keras.forget_graph(graph)
@@ -145,7 +145,7 @@ def tidy(front=None):
             holders[id(node)] = holders.get(id(node), 0) + 1
     first = set()
     if front is not None:
-        for graph in _graph_models(front):
+        for graph in graph_models(front):
             first.update(id(node) for node in _keras.graph_nodes(graph))
     operations, created = {}, set()
     for node in list(_CREATED):
