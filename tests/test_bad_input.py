@@ -383,6 +383,103 @@ def test_object_bad_input(call, error, fragments):
         assert fragment in str(info.value), (fragment, str(info.value))
 
 
+# ---- graph surgery on models it cannot handle -------------------------------
+
+
+def discretized():
+    """An integer branch: Discretization -> Embedding, beside a float one."""
+    inputs = keras.Input((5,), name="x")
+    ids = keras.layers.Discretization(bin_boundaries=[0.0], name="bins")(inputs)
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(2, 2, name="emb")(ids))
+    x = keras.layers.Dense(3, activation="tanh", name="dense")(inputs)
+    merged = keras.layers.Concatenate()([x, embedded])
+    return keras.Model(inputs, keras.layers.Dense(1, name="out")(merged))
+
+
+def with_states():
+    """An LSTM returning its states, and an Add of two Dense branches."""
+    inputs = keras.Input((3, 2), name="x")
+    sequence, h, c = keras.layers.LSTM(4, return_state=True, name="lstm")(inputs)
+    a = keras.layers.Dense(4, name="da")(h)
+    b = keras.layers.Dense(4, name="db")(c)
+    added = keras.layers.Add(name="add")([a, b])
+    return keras.Model(inputs, keras.layers.Dense(1, name="out")(added))
+
+
+# (id, model builder, call, error, fragments)
+SURGERY_CASES = [
+    (
+        "dropout-after-int",
+        discretized,
+        lambda m: R(m, dropout={"bins": 0.1}),
+        ValueError,
+        ["`dropout`", "'bins'", "int", "dropout={'bins': 0.1}"],
+    ),
+    (
+        "noise-after-int",
+        discretized,
+        lambda m: R(m, hidden_noise={"stddev": 0.1, "pattern": "bins"}),
+        ValueError,
+        ["`hidden_noise`", "'bins'", "'pattern': 'bins'"],
+    ),
+    (
+        "contractive-on-add",
+        with_states,
+        lambda m: R(m, contractive={"strength": 0.1, "pattern": "add"}),
+        ValueError,
+        ["`contractive`", "'add'", "'pattern': 'add'"],
+    ),
+    (
+        "contractive-on-states",
+        with_states,
+        lambda m: R(m, contractive={"strength": 0.1, "pattern": "lstm"}),
+        ValueError,
+        ["`contractive`", "'lstm'", "several tensors"],
+    ),
+    (
+        "layer-output-unknown",
+        with_states,
+        lambda m: keras_regs.layer_output(m, "nope"),
+        ValueError,
+        ["`layer`", "layer='nope'"],
+    ),
+    (
+        "layer-output-type",
+        with_states,
+        lambda m: keras_regs.layer_output(m, 3),
+        TypeError,
+        ["`layer`", "layer=3"],
+    ),
+    (
+        "layer-output-call",
+        with_states,
+        lambda m: keras_regs.layer_output(m, "da", call=1),
+        ValueError,
+        ["`call`", "call=1"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "call", "error", "fragments"),
+    [case[1:] for case in SURGERY_CASES],
+    ids=[case[0] for case in SURGERY_CASES],
+)
+def test_surgery_bad_input_leaves_the_model_and_its_layers_untouched(
+    build, call, error, fragments
+):
+    model = build()
+    x = np.random.default_rng(0).normal(size=(2, *model.inputs[0].shape[1:]))
+    before = model_state(model, x.astype("float32"))
+    calls = {layer.name: len(layer._inbound_nodes) for layer in model.layers}
+    with pytest.raises(error) as info:
+        call(model)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+    assert_states_equal(before, model_state(model, x.astype("float32")))
+    assert {layer.name: len(layer._inbound_nodes) for layer in model.layers} == calls
+
+
 # ---- tampered .keras files ------------------------------------------------
 
 
