@@ -80,8 +80,8 @@ LONG_BACKEND ?= tensorflow
 long: $(STAMP)
 	KERAS_BACKEND=$(LONG_BACKEND) KERAS_REGS_LONG_STEPS=2000 \
 		KERAS_REGS_LONG_CYCLES=500 KERAS_REGS_PROPERTY_EXAMPLES=500 \
-		$(BIN)/python -m pytest -q -p no:cacheprovider --durations=0 \
-		tests/test_long_run.py tests/test_properties.py
+		$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) \
+		--durations=0 tests/test_long_run.py tests/test_properties.py
 
 # The docs site, into build/site (tests/test_docs.py builds it the same way).
 docs: $(STAMP)

@@ -236,7 +236,7 @@ def test_layer_output_of_a_shared_layer_needs_the_call():
     with pytest.raises(ValueError, match=r"called 2 times.*call=None"):
         keras_regs.layer_output(model, "shared")
     assert keras_regs.layer_output(model, "shared", call=1) is second
-    assert keras_regs.layer_output(model, shared, call=0) is first
+    assert keras_regs.layer_output(model, shared, call=np.int64(0)) is first
     with pytest.raises(ValueError, match="call=2"):
         keras_regs.layer_output(model, "shared", call=2)
     with pytest.raises(ValueError, match="layer='nope'"):
@@ -266,3 +266,71 @@ def test_contractive_mean_gives_each_layer_its_share():
     np.testing.assert_allclose(
         sum(float(to_numpy(loss)) for loss in result.losses), expected, rtol=1e-5
     )
+
+
+def assert_every_call_names_existing_calls(*models):
+    """Every tensor a kept call takes names (by position) the call that made it:
+    removing nodes never leaves a call whose input names a call that is gone."""
+    for model in models:
+        for layer in model.layers:
+            for node in layer._inbound_nodes:
+                for tensor in node.input_tensors:
+                    operation, index, position = tensor._keras_history
+                    if operation is None:
+                        continue
+                    assert index < len(operation._inbound_nodes), (layer.name, index)
+                    made = operation._inbound_nodes[index].outputs[position]
+                    assert made is tensor, (layer.name, operation.name, index)
+
+
+def test_nodes_kept_for_a_hand_built_model_keep_their_whole_graph():
+    """A dropped model's calls that cannot go (a hand-built model holds a later
+    call of the same layer) stay with every call they take inputs from."""
+    model = mlp()
+    result = keras_regs.regularize_model(model, hidden_dropout=0.3)
+    features = keras.Model(model.input, keras_regs.layer_output(model, "dense_1"))
+    del result
+    settle(model)
+    keras_regs.regularize_model(model, weight_l2=1e-4)
+    assert_every_call_names_existing_calls(model, features)
+    # the documented way works on both models
+    rebuilt = keras.Model(model.input, keras_regs.layer_output(model, "dense_1"))
+    np.testing.assert_allclose(
+        to_numpy(rebuilt(X)), hidden_reference(model, X, 1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        to_numpy(features(X)), hidden_reference(model, X, 1), rtol=1e-5
+    )
+
+
+class TwoOutputs(keras.layers.Layer):
+    """A layer with a kernel that returns two tensors."""
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(shape[-1], 3), name="kernel")
+
+    def call(self, x):
+        y = keras.ops.tanh(x @ self.kernel)
+        return y, 2 * y
+
+    def compute_output_shape(self, shape):
+        return (shape[:-1] + (3,), shape[:-1] + (3,))
+
+
+def test_contractive_by_default_skips_a_layer_of_several_outputs():
+    inputs = keras.Input((5,), name="x")
+    a, b = TwoOutputs(name="two")(inputs)
+    hidden = keras.layers.Dense(4, activation="tanh", name="dense")(inputs)
+    merged = keras.layers.Concatenate()([a, b, hidden])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(merged))
+    result = keras_regs.regularize_model(model, contractive=0.1)
+    wrapped = sorted(
+        layer.layer.name
+        for layer in result.layers
+        if isinstance(layer, keras_regs.layers.Contractive)
+    )
+    assert wrapped == ["dense"]
+    with pytest.raises(ValueError, match="'two' returns several tensors"):
+        keras_regs.regularize_model(
+            model, contractive={"strength": 0.1, "pattern": "two"}
+        )

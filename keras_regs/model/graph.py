@@ -1,6 +1,7 @@
 """Walking a model: every layer once, nested models included, with its role."""
 
 import dataclasses
+import numbers
 
 import keras
 
@@ -301,7 +302,7 @@ def layer_output(model, layer, call=None):
             f"(0 to {len(calls) - 1}). Received: call=None"
         )
     index = 0 if call is None else call
-    if isinstance(index, bool) or not isinstance(index, int):
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
         raise TypeError(
             "Invalid type for argument `call`. Expected None or an integer. "
             f"Received: call={call!r} (of type {type(call).__name__})"
@@ -312,5 +313,5 @@ def layer_output(model, layer, call=None):
             f"{len(calls)} times in model {model.name!r}. Expected 0 to "
             f"{len(calls) - 1}. Received: call={call!r}"
         )
-    outputs = _keras.node_outputs(calls[index])
+    outputs = _keras.node_outputs(calls[int(index)])
     return outputs[0] if len(outputs) == 1 else outputs

@@ -150,7 +150,12 @@ def select_anchors(model, requests):
         if request.kind == "contractive":
             if request.pattern is None:  # by default, only layers with float inputs
                 anchors = [
-                    a for a in anchors if differentiable_input(a) and _wrappable(a)
+                    a
+                    for a in anchors
+                    if differentiable_input(a)
+                    and _wrappable(a)
+                    and _single_output(a)
+                    and _floating(a)
                 ]
             else:
                 awkward = [a.name for a in anchors if not _wrappable(a)]
@@ -172,11 +177,16 @@ def select_anchors(model, requests):
                         "penalizes the Jacobian of one output. Received: "
                         f"{request.argument}={_received(request)!r}"
                     )
-                integer = [a.name for a in anchors if not differentiable_input(a)]
+                integer = [
+                    a.name
+                    for a in anchors
+                    if not differentiable_input(a) or not _floating(a)
+                ]
                 if integer:
                     raise ValueError(
                         f"Invalid value for argument `{request.argument}`: layer "
-                        f"{integer[0]!r} takes integer inputs, which have no "
+                        f"{integer[0]!r} takes or returns integer tensors, which "
+                        "have no "
                         f"Jacobian. Received: {request.argument}={_received(request)!r}"
                     )
         integer = [
@@ -355,6 +365,13 @@ class _Builder:
             return type(outputs)([tensor, *outputs[1:]])
         return tensor
 
+    def _mirror(self, target, made, node):
+        """Note the call `target` just made as repeating `node` (a method of
+        its own, so that no frame of a call that fails holds the new node)."""
+        new = _keras.inbound_node_list(target)[made:]
+        if node is not None and len(new) == 1:
+            self.mirrors.append((new[0], node))
+
     def finish(self, result):
         """Give the new calls of each layer the order of the calls they repeat
         (a shared layer's calls were made in Keras' execution order), so that
@@ -445,9 +462,7 @@ class _Builder:
                 kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
             made = len(_keras.inbound_node_list(target))
             outputs = target(*args, **kwargs)
-            new = _keras.inbound_node_list(target)[made:]
-            if node is not None and len(new) == 1:
-                self.mirrors.append((new[0], node))
+            self._mirror(target, made, node)
             return self.after(unwrap(layer), outputs, produces, call)
 
         def clone_function(layer):
@@ -678,7 +693,11 @@ def insert(model, requests, seed):
     for insertions in plan.values():
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))
     builder = _Builder(model, plan, seed, existing)
-    result = builder.rebuild(model)
+    try:
+        result = builder.rebuild(model)
+    except BaseException:
+        builder.mirrors = []  # the traceback holds the builder: not the nodes
+        raise
     builder.finish(result)
     return result, Pending(builder.updates, builder.replaced)
 
@@ -706,7 +725,11 @@ def strip(model):
     try:
         with nodes.recording(model):
             builder = _Builder(model, {}, 0, {})
-            result = builder.rebuild(model)
+            try:
+                result = builder.rebuild(model)
+            except BaseException:
+                builder.mirrors = []
+                raise
             builder.finish(result)
         pending = Pending(graphs=builder.replaced)
         pending.apply()

@@ -155,20 +155,30 @@ def tidy(front=None):
         operations.update(_operations(front))
     node = None  # hold no node while references are counted
     del node
+    # Which nodes go: per operation, those nothing holds after its last node
+    # held by a model keras_regs cannot re-key (its position must not move).
+    plans = {}
+    for key, op in operations.items():
+        plans[key] = _survey(op, holders, created)
+    going = {}
+    for key, (ids, _safe, removable) in plans.items():
+        nodes = _keras.inbound_node_list(operations[key])
+        going.update({ids[i]: nodes[i] for i in removable})
+    _keep_what_stays_used(going)
     changed = False
-    for op in operations.values():
-        changed |= _tidy_operation(op, holders, created, first)
+    for key, op in operations.items():
+        ids, safe, _ = plans[key]
+        changed |= _apply(op, ids, safe, going, first)
     if changed:
         for model in models:
             _keras.rekey(model)
 
 
-def _tidy_operation(op, holders, created, first):
-    nodes = _keras.inbound_node_list(op)
-    if not nodes:
-        return False
-    ids = [id(n) for n in nodes]
-    # safe: every holder is a known model (whose keys are recomputed after)
+def _survey(op, holders, created):
+    """`(ids, safe, removable)` for `op`'s nodes: `safe[i]` when every holder
+    of node i is a model whose keys keras_regs recomputes; `removable`: the
+    positions of keras_regs' nodes nothing holds, after the last unsafe one."""
+    ids = [id(n) for n in _keras.inbound_node_list(op)]
     safe, dead = [], []
     for index in range(len(ids)):
         beyond = _keras.references_beyond_graph(op, index)
@@ -176,7 +186,30 @@ def _tidy_operation(op, holders, created, first):
         dead.append(beyond == 0 and ids[index] in created)
     unsafe = [i for i, ok in enumerate(safe) if not ok]
     last_unsafe = unsafe[-1] if unsafe else -1
-    order = [i for i in range(len(ids)) if not (dead[i] and i > last_unsafe)]
+    removable = [i for i in range(len(ids)) if dead[i] and i > last_unsafe]
+    return ids, safe, removable
+
+
+def _keep_what_stays_used(going):
+    """Keep every node whose outputs a node that stays takes (its tensors must
+    keep naming a call that exists), and so on upstream."""
+    changed = True
+    while changed:
+        changed = False
+        for key, node in list(going.items()):
+            outputs = {id(t) for t in node.outputs}
+            for consumer in _keras.outbound_node_list(node.operation):
+                if id(consumer) in going:
+                    continue
+                if any(id(t) in outputs for t in _keras.node_inputs(consumer)):
+                    del going[key]
+                    changed = True
+                    break
+
+
+def _apply(op, ids, safe, going, first):
+    nodes = _keras.inbound_node_list(op)
+    order = [i for i in range(len(ids)) if ids[i] not in going]
     promoted = [i for i in order if ids[i] in first] + [
         i for i in order if ids[i] not in first
     ]
@@ -185,6 +218,7 @@ def _tidy_operation(op, holders, created, first):
         order = promoted  # (a nested model's first call is its own business)
     if order == list(range(len(ids))):
         return False
-    removed = [nodes[i] for i in range(len(ids)) if i not in set(order)]
+    kept = set(order)
+    removed = [nodes[i] for i in range(len(ids)) if i not in kept]
     _keras.set_inbound_nodes(op, [nodes[i] for i in order], removed)
     return True
