@@ -23,6 +23,13 @@ from custom_models import Net
 from helpers import assert_states_equal, mlp, model_state, to_numpy
 from keras_regs._schedule import Scaled
 
+# Argument checks and refused files do not depend on the backend: the
+# TensorFlow and JAX passes run them, not again the PyTorch pass.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="backend-independent: the TensorFlow and JAX passes run it",
+)
+
 X = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
 WARMUP = keras.optimizers.schedules.PolynomialDecay(0.0, 4, end_learning_rate=0.1)
 
