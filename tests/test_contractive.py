@@ -437,7 +437,7 @@ def test_layers_with_integer_inputs_are_not_wrapped():
         "hidden_contractive"
     ]
     result(np.arange(6)[None].astype("int32"))
-    with pytest.raises(ValueError, match="'embed' takes integer inputs"):
+    with pytest.raises(ValueError, match="'embed' takes or returns integer tensors"):
         keras_regs.regularize_model(
             model, contractive={"strength": 0.1, "pattern": "embed"}
         )

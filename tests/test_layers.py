@@ -292,8 +292,11 @@ def fit_and_predict_identity(cls, dtype):
         jit_compile=JIT,
     )
     target = x.astype(wide)
-    assert model.fit(x, target, batch_size=8, verbose=0).history["loss"] == [0.0]
-    assert model.evaluate(x, target, verbose=0) == 0.0
+    # (on PyTorch, Keras reports the float64 loss of an exact identity as 1e-10)
+    zero = 1e-9 if keras.backend.backend() == "torch" else 0.0
+    (loss,) = model.fit(x, target, batch_size=8, verbose=0).history["loss"]
+    assert loss <= zero
+    assert model.evaluate(x, target, verbose=0) <= zero
     alone = keras.Model(inputs, noisy)
     out = alone.predict(x, verbose=0)
     assert out.dtype == dtype

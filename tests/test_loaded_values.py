@@ -126,8 +126,25 @@ def test_a_loaded_value_equal_in_float32_keeps_the_python_number(tmp_path):
 BAD = [-0.5, float("nan"), 5.0, 0.3]  # the schedule's value at steps 0, 1, 2, 3+
 
 
+@keras.saving.register_keras_serializable(package="keras_regs_tests")
+class Steps(keras.optimizers.schedules.LearningRateSchedule):
+    """`values[min(step, len - 1)]`, by a gather: Keras' PiecewiseConstantDecay
+    sums masked values, so one NaN makes every step NaN on eager backends."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __call__(self, step):
+        last = len(self.values) - 1
+        index = ops.minimum(ops.cast(step, "int32"), last)
+        return ops.take(ops.convert_to_tensor(self.values, "float32"), index)
+
+    def get_config(self):
+        return {"values": self.values}
+
+
 def bad_schedule(values=BAD):
-    return keras.optimizers.schedules.PiecewiseConstantDecay([0, 1, 2], values)
+    return Steps(values)
 
 
 def clipped(values, maximum):

