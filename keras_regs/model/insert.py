@@ -148,47 +148,17 @@ def select_anchors(model, requests):
                 f"Received: {request.argument}={_received(request)!r}"
             )
         if request.kind == "contractive":
-            if request.pattern is None:  # by default, only layers with float inputs
-                anchors = [
-                    a
-                    for a in anchors
-                    if differentiable_input(a)
-                    and _wrappable(a)
-                    and _single_output(a)
-                    and _floating(a)
-                ]
+            if request.pattern is None:  # by default, the layers it can wrap
+                anchors = [a for a in anchors if _unwrappable(a) is None]
             else:
-                awkward = [a.name for a in anchors if not _wrappable(a)]
-                if awkward:
-                    raise ValueError(
-                        f"Invalid value for argument `{request.argument}`: layer "
-                        f"{awkward[0]!r} is called with more than one input tensor "
-                        "or with keyword arguments (a transformer block's "
-                        "`padding_mask`), which the Contractive wrapper cannot pass "
-                        "on; it wraps layers of one tensor. Received: "
-                        f"{request.argument}={_received(request)!r}"
-                    )
-                several = [a.name for a in anchors if not _single_output(a)]
-                if several:
-                    raise ValueError(
-                        f"Invalid value for argument `{request.argument}`: layer "
-                        f"{several[0]!r} returns several tensors (an RNN with "
-                        "`return_state=True`, say); the Contractive wrapper "
-                        "penalizes the Jacobian of one output. Received: "
-                        f"{request.argument}={_received(request)!r}"
-                    )
-                integer = [
-                    a.name
-                    for a in anchors
-                    if not differentiable_input(a) or not _floating(a)
-                ]
-                if integer:
-                    raise ValueError(
-                        f"Invalid value for argument `{request.argument}`: layer "
-                        f"{integer[0]!r} takes or returns integer tensors, which "
-                        "have no "
-                        f"Jacobian. Received: {request.argument}={_received(request)!r}"
-                    )
+                for anchor in anchors:
+                    reason = _unwrappable(anchor)
+                    if reason is not None:
+                        raise ValueError(
+                            f"Invalid value for argument `{request.argument}`: "
+                            f"layer {anchor.name!r} {reason}. Received: "
+                            f"{request.argument}={_received(request)!r}"
+                        )
         integer = [
             a.name
             for a in anchors
@@ -534,6 +504,25 @@ def _policy_of(anchor):
         if len(dtypes) == 1 and "float" in next(iter(dtypes)):
             return keras.DTypePolicy(dtypes.pop())
     return anchor.dtype_policy
+
+
+def _unwrappable(layer):
+    """Why the Contractive wrapper cannot wrap `layer` (None if it can): a
+    pattern that selects such a layer is refused, the default skips it."""
+    if not _wrappable(layer):
+        return (
+            "is called with more than one input tensor or with keyword arguments "
+            "(a transformer block's `padding_mask`), which the Contractive wrapper "
+            "cannot pass on; it wraps layers of one tensor"
+        )
+    if not _single_output(layer):
+        return (
+            "returns several tensors (an RNN with `return_state=True`, say); the "
+            "Contractive wrapper penalizes the Jacobian of one output"
+        )
+    if not differentiable_input(layer) or not _floating(layer):
+        return "takes or returns integer tensors, which have no Jacobian"
+    return None
 
 
 def _main_outputs(layer):
