@@ -1,6 +1,7 @@
 """keras_regs: regularization for Keras 3, per layer or for a whole model at once."""
 
 from keras_regs import layers, regularizers
+from keras_regs._validation import ArgumentTypeError
 from keras_regs.model import (
     RegularizationMixin,
     bind_schedules,
@@ -18,6 +19,7 @@ from keras_regs.model import (
 from keras_regs.plot import plot_penalties
 from keras_regs.regularizers import (
     HiddenL1,
+    HiddenL2,
     RecurrentNorm,
     RecurrentState,
     Regularizer,
@@ -28,7 +30,9 @@ from keras_regs.regularizers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "HiddenL1",
+    "HiddenL2",
     "RecurrentNorm",
     "RecurrentState",
     "RegularizationMixin",

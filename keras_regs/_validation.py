@@ -4,9 +4,19 @@ Every check raises with one template, so errors read the same everywhere:
 
     Invalid value for argument `rate`. Expected a float in [0, 1). Received: rate=1.5
 
-`TypeError` for a value of the wrong type, `ValueError` for a value of the right
-type that is out of range. Each check returns the value as a plain Python scalar,
-which is what constructors store and what `get_config` returns.
+`ArgumentTypeError` for a value of the wrong type, `ValueError` for a value of the
+right type that is out of range. Each check returns the value as a plain Python
+scalar, which is what constructors store and what `get_config` returns.
+
+`ArgumentTypeError` is both a `TypeError` and a `ValueError`: Python's convention
+(and keras_regs') is a `TypeError` for a wrong type, while Keras raises
+`ValueError` for the same arguments (`keras.regularizers.L1("a")`,
+`keras.layers.Dropout(0.5, noise_shape=(2, 1.5))`), so code written for either
+catches it.
+
+The messages of `rate` and `noise_shape` use Keras' `Dropout` wording ("Invalid
+value received for argument `rate`. Expected a float value between 0 and 1"), so
+that code and tests written against Keras' messages match them too.
 """
 
 import inspect
@@ -25,11 +35,18 @@ SEED_MAX = 2**31 - 1
 RATE_MAX = 1.0 - 2.0**-24
 
 
-def _fail(error, name, expected, value):
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type: a `TypeError` (Python's convention) that is
+    also a `ValueError` (what Keras raises for the same arguments)."""
+
+
+def _fail(error, name, expected, value, received=""):
     kind = "type" if error is TypeError else "value"
     suffix = f" (of type {type(value).__name__})" if error is TypeError else ""
+    if error is TypeError:
+        error = ArgumentTypeError
     raise error(
-        f"Invalid {kind} for argument `{name}`. Expected {expected}. "
+        f"Invalid {kind}{received} for argument `{name}`. Expected {expected}. "
         f"Received: {name}={value!r}{suffix}"
     )
 
@@ -58,15 +75,68 @@ def check_non_negative(value, name):
 
 def check_rate(value, name="rate"):
     """A dropout rate: in [0, 1), also once rounded to float32 (where it is held:
-    0.99999999 would be 1.0, and dropout would divide by 0)."""
-    expected = "a float in [0, 1)"
-    value = check_float(name, value, expected)
-    if not 0.0 <= value < 1.0:
-        _fail(ValueError, name, expected, value)
+    0.99999999 would be 1.0, and dropout would divide by 0). Keras' wording."""
+    expected = "a float value between 0 and 1 (0 <= rate < 1)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(TypeError, name, expected, value, " received")
+    value = float(value)
+    if not 0.0 <= value < 1.0:  # NaN too
+        _fail(ValueError, name, expected, value, " received")
     if value > RATE_MAX:
-        expected = f"a float in [0, 1) that stays below 1 in float32 (<= {RATE_MAX!r})"
-        _fail(ValueError, name, expected, value)
+        expected += f" that stays below 1 in float32 (<= {RATE_MAX!r})"
+        _fail(ValueError, name, expected, value, " received")
     return value
+
+
+def check_data_format(value, name="data_format"):
+    """`"channels_last"` or `"channels_first"`; `None` is Keras' configured
+    `keras.config.image_data_format()`."""
+    if value is None:
+        import keras
+
+        return keras.config.image_data_format()
+    expected = 'one of "channels_last", "channels_first", None'
+    if not isinstance(value, str):
+        _fail(TypeError, name, expected, value)
+    if value.lower() not in ("channels_last", "channels_first"):
+        _fail(ValueError, name, expected, value)
+    return value.lower()
+
+
+def check_noise_shape(value, name="noise_shape"):
+    """None, or a dropout mask's shape: a tuple of positive integers and `None`s
+    (`None` takes the input's size on that axis), as Keras' `Dropout` takes it,
+    with its messages. A list or another iterable becomes a tuple."""
+    if value is None:
+        return None
+    start = f"Invalid value received for argument `{name}`. Expected "
+    if isinstance(value, (str, bytes, dict)):
+        raise ArgumentTypeError(
+            f"{start}a tuple or list of integers. Received: {name}={value!r}"
+        )
+    try:
+        shape = tuple(value)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"{start}an iterable of integers (e.g., a tuple or list). "
+            f"Received: {name}={value!r}"
+        ) from None
+    for i, dim in enumerate(shape):
+        if dim is None:
+            continue
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+            raise ArgumentTypeError(
+                f"{start}all elements to be integers or None. Received element at "
+                f"index {i}: {dim!r} (type: {type(dim).__name__}). "
+                f"Received: {name}={value!r}"
+            )
+        if dim <= 0:
+            raise ValueError(
+                f"{start}all dimensions to be positive integers or None. Received "
+                f"negative or zero value at index {i}: {dim}. "
+                f"Received: {name}={value!r}"
+            )
+    return tuple(None if dim is None else int(dim) for dim in shape)
 
 
 def check_reduction(value, name="reduction"):

@@ -18,6 +18,7 @@ REGULARIZERS = {
     "WeightL1": lambda: keras_regs.WeightL1(0.01),
     "WeightL2": lambda: keras_regs.WeightL2(0.02, reduction="mean"),
     "HiddenL1": lambda: keras_regs.HiddenL1(0.03),
+    "HiddenL2": lambda: keras_regs.HiddenL2(0.06, reduction="mean"),
     "RecurrentNorm": lambda: keras_regs.RecurrentNorm(0.04),
     "RecurrentState": lambda: keras_regs.RecurrentState(0.05, reduction="mean"),
 }
@@ -25,6 +26,14 @@ REGULARIZERS = {
 LAYERS = {
     "GaussianNoise": lambda: keras_regs.layers.GaussianNoise(1.5, seed=7),
     "BernoulliDropout": lambda: keras_regs.layers.BernoulliDropout(0.25, seed=8),
+    "BernoulliDropout(noise_shape)": lambda: keras_regs.layers.BernoulliDropout(
+        0.25, noise_shape=(None, 1, None), seed=8
+    ),
+    "SpatialDropout1D": lambda: keras_regs.layers.SpatialDropout1D(0.2, seed=9),
+    "SpatialDropout2D": lambda: keras_regs.layers.SpatialDropout2D(
+        0.3, data_format="channels_first", seed=10
+    ),
+    "SpatialDropout3D": lambda: keras_regs.layers.SpatialDropout3D(0.4, seed=11),
     "Contractive": lambda: keras_regs.layers.Contractive(
         keras.layers.Dense(3, activation="tanh"), 0.1, reduction="mean"
     ),

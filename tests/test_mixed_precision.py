@@ -83,14 +83,16 @@ def test_trains_under_mixed_precision(policy):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.parametrize("act", [keras_regs.HiddenL1, keras_regs.HiddenL2])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_no_overflow_where_the_half_precision_sum_passes_65504(policy):
-    """1024 units of 1.0 over a batch of 64: the sum is 65536 > float16's max."""
+def test_no_overflow_where_the_half_precision_sum_passes_65504(policy, act):
+    """1024 units of 1.0 over a batch of 64: the sum is 65536 > float16's max
+    (of |h| and of h**2 alike)."""
     x, y = data(64)
     keras.config.set_dtype_policy(policy)
-    model = build(units=1024, overflow=True)
+    model = build(units=1024, overflow=True, act=act(1e-2))
     loss = fit_loss(model, x, y)[0]
-    penalty = 1e-2 * 1024  # s * sum(|h|) / B = 0.01 * 65536 / 64
+    penalty = 1e-2 * 1024  # s * sum(|h|) / B = s * sum(h**2) / B = 0.01 * 65536 / 64
     np.testing.assert_allclose(penalties(model, x), [penalty, 0.0], rtol=1e-6)
     np.testing.assert_allclose(
         loss, np.mean(y.astype("float64") ** 2) + penalty, rtol=1e-5

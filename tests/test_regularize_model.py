@@ -58,6 +58,25 @@ def test_weight_and_hidden_penalties_count_in_fit():
     assert model.get_layer("dense_0").bias.regularizer is None  # include_bias=False
 
 
+def test_hidden_l2_keyword_counts_in_fit_and_evaluate_and_is_saved(tmp_path):
+    """hidden_l2 = Keras' L2 as an activity regularizer on every hidden layer."""
+    model = keras_regs.regularize_model(mlp(), hidden_l2=1e-2)
+    loss = fit_loss(model)
+    hidden, prediction = mlp_numpy(model, X)
+    data = np.mean((prediction - Y) ** 2)
+    expected = data + 1e-2 * sum(np.square(h).sum() / len(X) for h in hidden)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    logs = model.evaluate(X, Y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["hidden_l2"], expected - data, rtol=1e-5)
+    path = str(tmp_path / "hidden_l2.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    restored.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    logs = restored.evaluate(X, Y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
+    np.testing.assert_allclose(logs["hidden_l2"], expected - data, rtol=1e-5)
+
+
 def test_a_trained_model_picks_the_penalty_up_without_recompiling():
     model = mlp()
     plain = fit_loss(model)  # compiles, traces and caches the train function

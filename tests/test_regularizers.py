@@ -49,13 +49,32 @@ def test_hidden_l1_matches_numpy_before_keras_divides(shape):
     )
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 4), (6, 2, 2, 3)])
+def test_hidden_l2_matches_numpy_before_keras_divides(shape):
+    h = np.random.default_rng(3).normal(size=shape).astype("float32")
+    batch = shape[0]
+    np.testing.assert_allclose(
+        as_numpy(keras_regs.HiddenL2(0.2)(h)), 0.2 * np.square(h).sum(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        as_numpy(keras_regs.HiddenL2(0.2, reduction="mean")(h)) / batch,
+        0.2 * np.square(h).mean(),
+        rtol=1e-6,
+    )
+
+
 def test_output_is_a_float32_scalar_for_every_input_dtype():
     dtypes = ["float16", "bfloat16", "float32"]
     if keras.backend.backend() != "jax":  # JAX has float64 only with x64 enabled
         dtypes.append("float64")
     for dtype in dtypes:
         w = ops.cast(np.full((3, 3), 0.5), dtype)
-        for cls in (keras_regs.WeightL1, keras_regs.WeightL2, keras_regs.HiddenL1):
+        for cls in (
+            keras_regs.WeightL1,
+            keras_regs.WeightL2,
+            keras_regs.HiddenL1,
+            keras_regs.HiddenL2,
+        ):
             value = cls(1.0)(w)
             assert ops.shape(value) == ()
             assert keras.backend.standardize_dtype(value.dtype) == "float32"
@@ -76,6 +95,7 @@ BUILTIN_PAIRS = [
     ("bias_regularizer", keras_regs.WeightL1, keras.regularizers.L1),
     ("bias_regularizer", keras_regs.WeightL2, keras.regularizers.L2),
     ("activity_regularizer", keras_regs.HiddenL1, keras.regularizers.L1),
+    ("activity_regularizer", keras_regs.HiddenL2, keras.regularizers.L2),
 ]
 
 

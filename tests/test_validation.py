@@ -24,8 +24,7 @@ CASES = [
             (math.inf, ValueError),
             (-math.inf, ValueError),
             (True, TypeError),
-            ("abc", TypeError),
-            (None, TypeError),
+            ("abc", TypeError),  # None is the default, 0.01, as in Keras
             ([0.1], TypeError),
             (1e39, ValueError),  # inf in float32
         ]

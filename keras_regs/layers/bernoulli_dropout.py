@@ -4,7 +4,12 @@ import keras
 from keras import ops
 
 from keras_regs import _schedule
-from keras_regs._validation import RATE_MAX, check_rate
+from keras_regs._validation import (
+    RATE_MAX,
+    check_data_format,
+    check_noise_shape,
+    check_rate,
+)
 from keras_regs.layers._seeded import SeededLayer
 
 
@@ -24,11 +29,19 @@ class BernoulliDropout(SeededLayer):
     takes effect in an already compiled train step), and the random state is saved
     with the model. Masks pass through.
 
+    `noise_shape` works as in `keras.layers.Dropout`: the keep-or-drop mask has
+    that shape and is broadcast over the input, so an axis of size 1 shares one
+    decision along it. `(None, 1, None)` on `(batch, steps, features)` drops the
+    same features at every step; `None` takes the input's size on that axis. The
+    spatial variants (`SpatialDropout1D`, `2D`, `3D`) drop whole feature maps.
+
     Args:
         rate: the fraction of elements dropped, a float in [0, 1), or a
             `keras.optimizers.schedules.LearningRateSchedule` of the training
             step (its values are clipped into [0, 1), NaN as 0). Loading
             weights sets it to the loaded value.
+        noise_shape: `None` (a decision per element) or the shape of the mask, a
+            tuple of positive integers and `None`s of the input's rank.
         seed: `None` or an integer: the seed of the layer's random sequence.
         inserted_by: `None` for a layer you place yourself; the keyword of
             `keras_regs.regularize_model` that inserted it otherwise (saved with
@@ -49,13 +62,11 @@ class BernoulliDropout(SeededLayer):
     held_check = staticmethod(check_rate)
     held_max = RATE_MAX
 
-    def __init__(self, rate, seed=None, inserted_by=None, **kwargs):
-        super().__init__(
-            inserted_by=inserted_by,
-            value=_schedule.check(rate, "rate", check_rate),
-            seed=seed,
-            **kwargs,
-        )
+    def __init__(self, rate, noise_shape=None, seed=None, inserted_by=None, **kwargs):
+        rate = _schedule.check(rate, "rate", check_rate)
+        noise_shape = check_noise_shape(noise_shape)
+        super().__init__(inserted_by=inserted_by, value=rate, seed=seed, **kwargs)
+        self.noise_shape = noise_shape
 
     @property
     def rate(self):
@@ -65,13 +76,38 @@ class BernoulliDropout(SeededLayer):
     def rate(self, value):
         self._set_held(_schedule.check(value, "rate", check_rate))
 
+    def _mask_shape(self, inputs):
+        """The shape of the keep-or-drop mask for `inputs` (static sizes where the
+        input has them, else the dynamic ones)."""
+        if self.noise_shape is None:
+            return ops.shape(inputs)
+        self._check_rank(inputs.shape)
+        shape = ops.shape(inputs)
+        return tuple(
+            size if dim is None else dim
+            for size, dim in zip(shape, self.noise_shape, strict=True)
+        )
+
+    def _check_rank(self, input_shape):
+        if self.noise_shape is not None and len(self.noise_shape) != len(input_shape):
+            raise ValueError(
+                f"Invalid value for argument `noise_shape` of {type(self).__name__} "
+                f"layer '{self.name}': it has {len(self.noise_shape)} axes, the "
+                f"input has {len(input_shape)} (shape {tuple(input_shape)}). "
+                f"Received: noise_shape={self.noise_shape!r}"
+            )
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        self._check_rank(inputs.shape)
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
     def call(self, inputs, training=False):
         dtype = self._check_input(inputs)
         if not training:
             return inputs
         rate = self._held_now()
         uniform = keras.random.uniform(
-            ops.shape(inputs), dtype="float32", seed=self.seed_generator
+            self._mask_shape(inputs), dtype="float32", seed=self.seed_generator
         )
         keep = ops.greater_equal(uniform, rate)
         # 1 - rate in float32 (float64 for a float64 input), then in the
@@ -80,3 +116,125 @@ class BernoulliDropout(SeededLayer):
         wide = "float64" if dtype == "float64" else "float32"
         kept = inputs / ops.cast(1.0 - ops.cast(rate, wide), dtype)
         return ops.where(keep, kept, ops.zeros_like(inputs))
+
+    def get_config(self):
+        config = super().get_config()
+        if self.noise_shape is not None:
+            config["noise_shape"] = list(self.noise_shape)
+        return config
+
+
+class _SpatialDropout(BernoulliDropout):
+    """Drops whole feature maps: one decision per example and channel."""
+
+    rank = None  # the number of spatial axes, set by subclasses
+
+    def __init__(self, rate, data_format=None, seed=None, inserted_by=None, **kwargs):
+        if "noise_shape" in kwargs:
+            raise TypeError(
+                f"{type(self).__name__} takes no `noise_shape`: its mask is one "
+                "decision per example and channel. Received: "
+                f"noise_shape={kwargs['noise_shape']!r}"
+            )
+        super().__init__(rate, seed=seed, inserted_by=inserted_by, **kwargs)
+        self.data_format = check_data_format(data_format)
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
+
+    def _mask_shape(self, inputs):
+        # the rank is checked by the input spec, before `call`
+        shape = ops.shape(inputs)
+        ones = (1,) * self.rank
+        if self.data_format == "channels_first":
+            return (shape[0], shape[1], *ones)
+        return (shape[0], *ones, shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config["data_format"] = self.data_format
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class SpatialDropout1D(_SpatialDropout):
+    """Drops whole 1-D feature maps (channels), as `keras.layers.SpatialDropout1D`.
+
+    `BernoulliDropout` with the mask shape `(batch, 1, channels)`: each channel of
+    each example is kept (and scaled by `1 / (1 - rate)`) or zeroed at every step.
+    Where neighbouring steps are strongly correlated (early convolutions),
+    element-wise dropout hardly regularizes; dropping whole maps does.
+
+    Args:
+        rate: the fraction of channels dropped, a float in [0, 1), or a schedule.
+        data_format: `"channels_last"` (`(batch, steps, channels)`) or
+            `"channels_first"`; `None` takes `keras.config.image_data_format()`.
+        seed: `None` or an integer: the seed of the layer's random sequence.
+        inserted_by: as for `BernoulliDropout`.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((100, 8))
+    x = keras.layers.Conv1D(16, 3, activation="relu")(inputs)
+    x = keras_regs.layers.SpatialDropout1D(0.2, seed=13)(x)
+    ```
+
+    Reference: Tompson et al., "Efficient object localization using
+    convolutional networks", CVPR 2015.
+    """
+
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class SpatialDropout2D(_SpatialDropout):
+    """Drops whole 2-D feature maps (channels), as `keras.layers.SpatialDropout2D`.
+
+    `BernoulliDropout` with the mask shape `(batch, 1, 1, channels)` (or
+    `(batch, channels, 1, 1)` with `data_format="channels_first"`).
+
+    Args:
+        rate: the fraction of channels dropped, a float in [0, 1), or a schedule.
+        data_format: `"channels_last"` or `"channels_first"`; `None` takes
+            `keras.config.image_data_format()`.
+        seed: `None` or an integer: the seed of the layer's random sequence.
+        inserted_by: as for `BernoulliDropout`.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(16, 3, activation="relu")(inputs)
+    x = keras_regs.layers.SpatialDropout2D(0.2, seed=13)(x)
+    ```
+    """
+
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package="keras_regs")
+class SpatialDropout3D(_SpatialDropout):
+    """Drops whole 3-D feature maps (channels), as `keras.layers.SpatialDropout3D`.
+
+    `BernoulliDropout` with the mask shape `(batch, 1, 1, 1, channels)` (or
+    `(batch, channels, 1, 1, 1)` with `data_format="channels_first"`).
+
+    Args:
+        rate: the fraction of channels dropped, a float in [0, 1), or a schedule.
+        data_format: `"channels_last"` or `"channels_first"`; `None` takes
+            `keras.config.image_data_format()`.
+        seed: `None` or an integer: the seed of the layer's random sequence.
+        inserted_by: as for `BernoulliDropout`.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((8, 8, 8, 1))
+    x = keras.layers.Conv3D(4, 3, activation="relu")(inputs)
+    x = keras_regs.layers.SpatialDropout3D(0.2, seed=13)(x)
+    ```
+    """
+
+    rank = 3

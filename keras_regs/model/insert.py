@@ -49,6 +49,7 @@ class Insertion:
     keep: bool = False  # inserted by an earlier call for a keyword not given now
     reduction: str = "sum"  # contractive only
     role: str | None = None  # "output" or "hidden": only after such calls
+    noise_shape: tuple | None = None  # dropout only: the mask's shape
 
     def __post_init__(self):
         if self.role is None and self.argument in LAYER_KEYWORDS:
@@ -84,11 +85,19 @@ def _refuse_subclassed(model, argument):
 
 def _received(request):
     """The value as the user gave it (the map form for `noise=`, `dropout=`)."""
+    key = {"noise": "stddev", "dropout": "rate"}.get(request.kind, "strength")
     if request.role is None:  # noise={pattern: value}, dropout={...}
+        if request.noise_shape is not None:
+            value = {key: request.value, "noise_shape": request.noise_shape}
+            return {request.pattern: value}
         return {request.pattern: request.value}
-    if request.pattern is not None:
-        key = {"noise": "stddev", "dropout": "rate"}.get(request.kind, "strength")
-        return {key: request.value, "pattern": request.pattern}
+    if request.pattern is not None or request.noise_shape is not None:
+        value = {key: request.value}
+        if request.pattern is not None:
+            value["pattern"] = request.pattern
+        if request.noise_shape is not None:
+            value["noise_shape"] = request.noise_shape
+        return value
     return request.value
 
 
@@ -182,6 +191,8 @@ def select_anchors(model, requests):
                 f"with a pattern: {request.kind}={{'embedding_name': value}}. "
                 f"Received: {request.argument}={_received(request)!r}"
             )
+        if request.noise_shape is not None:
+            _check_mask_rank(request, anchors, model)
         value = request.value
         if request.kind == "contractive" and request.reduction == "mean":
             # each of the |Omega| layers wrapped gets s / |Omega|, as the
@@ -198,9 +209,30 @@ def select_anchors(model, requests):
                     value,
                     reduction=request.reduction,
                     role=request.role,
+                    noise_shape=request.noise_shape,
                 )
             )
     return wanted
+
+
+def _check_mask_rank(request, anchors, model):
+    """A dropout `noise_shape` has the rank of every tensor it goes after."""
+    inputs = dict(zip(map(id, _input_layers(model)), model.inputs, strict=True))
+    for anchor in anchors:
+        if id(anchor) in inputs:
+            tensors = [inputs[id(anchor)]]
+        else:
+            tensors = _main_outputs(anchor)
+        for tensor in tensors:
+            if len(tensor.shape) != len(request.noise_shape):
+                raise ValueError(
+                    f"Invalid value for argument `{request.argument}`: its "
+                    f"noise_shape has {len(request.noise_shape)} axes, and "
+                    f"{anchor.name!r} returns a tensor of shape "
+                    f"{tuple(tensor.shape)}. Give a noise_shape per rank with a "
+                    f"pattern: dropout={{pattern: {{'rate': r, 'noise_shape': "
+                    f"...}}}}. Received: {request.argument}={_received(request)!r}"
+                )
 
 
 def existing_insertions(model):
@@ -280,14 +312,20 @@ class _Builder:
             pool.remove(layer)
             if layer._held_value != insertion.value:
                 self.updates.append((layer, {layer.held: insertion.value}))
+            if cls is BernoulliDropout and layer.noise_shape != insertion.noise_shape:
+                self.updates.append((layer, {"noise_shape": insertion.noise_shape}))
             return layer
         name = self._unique(base)
+        options = {}
+        if cls is BernoulliDropout:
+            options["noise_shape"] = insertion.noise_shape
         return cls(
             insertion.value,
             seed=_layer_seed(self.seed, name),
             inserted_by=insertion.argument,
             name=name,
             dtype=_policy_of(anchor),
+            **options,
         )
 
     def wrapped(self, layer):
@@ -671,13 +709,14 @@ def insert(model, requests, seed):
                 continue
             if isinstance(layer, Contractive):
                 key = (layer.inserted_by, "contractive")
-                carried[key] = (layer.strength, layer.reduction)
+                carried[key] = (layer.strength, layer.reduction, None)
             else:
                 kind = "noise" if isinstance(layer, GaussianNoise) else "dropout"
-                carried[(layer.inserted_by, kind)] = (layer._held_value, "sum")
-        for (argument, kind), (value, reduction) in carried.items():
+                shape = getattr(layer, "noise_shape", None)
+                carried[(layer.inserted_by, kind)] = (layer._held_value, "sum", shape)
+        for (argument, kind), (value, reduction, shape) in carried.items():
             plan.setdefault(anchor, []).append(
-                Insertion(argument, kind, value, True, reduction)
+                Insertion(argument, kind, value, True, reduction, noise_shape=shape)
             )
     for insertions in plan.values():
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))

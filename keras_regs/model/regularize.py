@@ -33,8 +33,8 @@ def regularize_model(
       trainable kernel-like weight (kernels, recurrent kernels, depthwise and
       pointwise kernels, attention projections, embeddings); biases too with
       `include_bias=True`; normalization weights only when a pattern names them.
-    - `hidden_l1` (`hidden_sparsity`): on the output of every hidden layer (a layer
-      that owns a kernel-like weight and produces no model output).
+    - `hidden_l1` (`hidden_sparsity`), `hidden_l2`: on the output of every hidden
+      layer (a layer that owns a kernel-like weight and produces no model output).
     - the keyword of any registered `keras_regs.Regularizer` subclass.
 
     `pattern` is a shell-style glob matched against layer names and variable paths

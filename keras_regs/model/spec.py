@@ -5,6 +5,7 @@ import difflib
 
 from keras_regs import _schedule
 from keras_regs._validation import (
+    check_noise_shape,
     check_non_negative,
     check_rate,
     check_reduction,
@@ -44,6 +45,7 @@ class LayerRequest:
     value: float  # the stddev, rate or strength
     pattern: str | None
     reduction: str = "sum"  # contractive only
+    noise_shape: tuple | None = None  # dropout only: the mask's shape
 
 
 def check_options(reduction, include_bias, seed):
@@ -77,11 +79,17 @@ def _check_pattern(pattern, argument):
     return pattern
 
 
-def _unpack(argument, value, value_keys, allow_reduction):
-    """A number, or a dict {strength (or weight, rate, stddev), pattern, reduction}."""
+def _unpack(argument, value, value_keys, allow_reduction, options=()):
+    """A number, or a dict {strength (or weight, rate, stddev), pattern, reduction}
+    (and the keys in `options`, returned in a dict of their own)."""
     if not isinstance(value, dict):
-        return value, None, None
-    allowed = {*value_keys, "pattern", *(("reduction",) if allow_reduction else ())}
+        return value, None, None, {}
+    allowed = {
+        *value_keys,
+        "pattern",
+        *(("reduction",) if allow_reduction else ()),
+        *options,
+    }
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise ValueError(
@@ -98,7 +106,13 @@ def _unpack(argument, value, value_keys, allow_reduction):
         value[given[0]],
         _check_pattern(value.get("pattern"), argument),
         value.get("reduction"),
+        {key: value[key] for key in options if key in value},
     )
+
+
+def _dropout_options(argument, options):
+    """The dropout options of a keyword's dict: the mask's `noise_shape`."""
+    return check_noise_shape(options.get("noise_shape"), f"{argument}['noise_shape']")
 
 
 def _unknown_keyword(argument):
@@ -121,7 +135,8 @@ def parse(spec, reduction, noise, dropout):
         if argument in LAYER_KEYWORDS:
             kind, role = LAYER_KEYWORDS[argument]
             keys = ("rate",) if kind == "dropout" else ("stddev",)
-            amount, pattern, _ = _unpack(argument, value, keys, False)
+            options = ("noise_shape",) if kind == "dropout" else ()
+            amount, pattern, _, given = _unpack(argument, value, keys, False, options)
             check = check_rate if kind == "dropout" else check_non_negative
             layers.append(
                 LayerRequest(
@@ -130,12 +145,13 @@ def parse(spec, reduction, noise, dropout):
                     role,
                     _schedule.check(amount, argument, check),
                     pattern,
+                    noise_shape=_dropout_options(argument, given),
                 )
             )
             continue
         if argument in WRAP_KEYWORDS:
             keys = ("strength", "weight")
-            strength, pattern, own = _unpack(argument, value, keys, True)
+            strength, pattern, own, _ = _unpack(argument, value, keys, True)
             layers.append(
                 LayerRequest(
                     argument,
@@ -157,7 +173,7 @@ def parse(spec, reduction, noise, dropout):
                 f"the same penalty ({cls.__name__}); give it once."
             )
         seen[keyword] = argument
-        strength, pattern, own_reduction = _unpack(
+        strength, pattern, own_reduction, _ = _unpack(
             argument, value, ("strength", "weight"), True
         )
         penalties.append(
@@ -183,8 +199,21 @@ def parse(spec, reduction, noise, dropout):
         check = check_rate if argument == "dropout" else check_non_negative
         for pattern, amount in mapping.items():
             _check_pattern(pattern, argument)
-            value = _schedule.check(amount, f"{argument}[{pattern!r}]", check)
-            layers.append(LayerRequest(argument, argument, None, value, pattern))
+            name = f"{argument}[{pattern!r}]"
+            noise_shape = None
+            if argument == "dropout" and isinstance(amount, dict) and "rate" in amount:
+                # {pattern: {"rate": r, "noise_shape": ...}} (a dict without
+                # "rate" is a schedule's config)
+                amount, _, _, given = _unpack(
+                    name, amount, ("rate",), False, ("noise_shape",)
+                )
+                noise_shape = _dropout_options(name, given)
+            value = _schedule.check(amount, name, check)
+            layers.append(
+                LayerRequest(
+                    argument, argument, None, value, pattern, noise_shape=noise_shape
+                )
+            )
     return penalties, layers
 
 
@@ -226,12 +255,16 @@ def canonical_call(penalties, layers, reduction, include_bias, seed):
     for request in layers:
         amount = _schedule.to_config(request.value)
         if request.role is None:  # noise={pattern: value}, dropout={...}
+            if request.noise_shape is not None:
+                amount = {"rate": amount, "noise_shape": list(request.noise_shape)}
             maps.setdefault(request.argument, {})[request.pattern] = amount
             continue
         if request.kind == "contractive":
             value = {"strength": amount, "reduction": request.reduction}
         else:
             value = {"rate" if request.kind == "dropout" else "stddev": amount}
+        if request.noise_shape is not None:
+            value["noise_shape"] = list(request.noise_shape)
         if request.pattern is not None:
             value["pattern"] = request.pattern
         call[request.argument] = value

@@ -2,6 +2,7 @@
 
 from keras_regs.regularizers.base import Regularizer, keywords, lookup
 from keras_regs.regularizers.hidden_l1 import HiddenL1
+from keras_regs.regularizers.hidden_l2 import HiddenL2
 from keras_regs.regularizers.penalties import Penalties
 from keras_regs.regularizers.recurrent_norm import RecurrentNorm
 from keras_regs.regularizers.recurrent_state import RecurrentState
@@ -10,6 +11,7 @@ from keras_regs.regularizers.weight_l2 import WeightL2
 
 __all__ = [
     "HiddenL1",
+    "HiddenL2",
     "Penalties",
     "RecurrentNorm",
     "RecurrentState",

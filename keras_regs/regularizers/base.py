@@ -14,6 +14,9 @@ from keras_regs._validation import (
 )
 
 TARGETS = ("weights", "activity")
+# The strength of a penalty made without one, as Keras' `L1()` and `L2()` (and
+# `keras.regularizers.get(cls)`, which calls the class with no argument).
+DEFAULT_STRENGTH = 0.01
 
 # keyword -> class; filled by `Regularizer.__init_subclass__`.
 _REGISTRY = {}
@@ -121,7 +124,8 @@ class Regularizer(keras.regularizers.Regularizer):
         strength: the penalty's coefficient, a finite number >= 0, or a
             `keras.optimizers.schedules.LearningRateSchedule` of the training
             step (evaluated at the optimizer's step inside the compiled step;
-            see `keras_regs.log_penalties`).
+            see `keras_regs.log_penalties`). Defaults to 0.01, as Keras' `L1()`
+            and `L2()`; `None` means that default.
         reduction: `"sum"` (default, the same value as Keras' built-in `L1`/`L2`)
             or `"mean"` (theanets' normalisation, the mean over elements).
 
@@ -159,7 +163,9 @@ class Regularizer(keras.regularizers.Regularizer):
         if cls.call is not Regularizer.call:
             _register(cls)
 
-    def __init__(self, strength, reduction="sum"):
+    def __init__(self, strength=DEFAULT_STRENGTH, reduction="sum"):
+        if strength is None:  # as Keras' L1(None), L2(None)
+            strength = DEFAULT_STRENGTH
         self.strength = _schedule.check(strength, "strength", check_non_negative)
         self.reduction = check_reduction(reduction)
 

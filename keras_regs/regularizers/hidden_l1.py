@@ -27,6 +27,7 @@ class HiddenL1(Regularizer):
     Args:
         strength: the coefficient `s`, a finite number >= 0, or a schedule of
             the training step (`keras.optimizers.schedules.LearningRateSchedule`).
+            Defaults to 0.01, as Keras' `L1()`; `None` means that default.
         reduction: `"sum"` (default) or `"mean"`.
 
     Example:
