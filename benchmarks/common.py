@@ -77,15 +77,15 @@ def batch(size=128):
     return x, rng.integers(0, 10, size=size)
 
 
-def compiled(models, metrics=None):
-    """Compile every model alike: SGD, sparse cross-entropy, XLA (jit_compile);
+def compiled(models, metrics=None, jit_compile=True):
+    """Compile every model alike: SGD, sparse cross-entropy, XLA (`jit_compile`);
     `metrics()`, if given, makes each model's compiled metrics."""
     for model in models.values():
         model.compile(
             optimizer=keras.optimizers.SGD(1e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=None if metrics is None else metrics(),
-            jit_compile=True,
+            jit_compile=jit_compile,
         )
     return models
 

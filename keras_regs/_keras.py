@@ -5,9 +5,11 @@ Each name below is private to Keras; the comment says why it is needed.
 removes or changes one.
 """
 
+import contextlib
 import functools
 
 import keras
+from keras.src.backend.common import global_state
 from keras.src.models.functional import Functional
 from keras.src.trainers.compile_utils import MetricsList
 
@@ -29,6 +31,26 @@ GRAPH_ATTRIBUTES = (
     "_operations",
     "_operations_by_depth",
 )
+
+
+@contextlib.contextmanager
+def call_context_value(name, value):
+    """Keras' call context (`current_call_ctx`, the `CallContext` of the
+    outermost layer call running) holding `value` for `name` ("training") while
+    the block runs, restored afterwards. A layer called without an explicit
+    `training` takes the context's, and writes the one it resolved back into
+    it: run inside another layer's call, layers at inference would otherwise
+    leave the layers called after them at inference too."""
+    context = global_state.get_global_attribute("current_call_ctx")
+    if context is None:
+        yield
+        return
+    before = context.get_value(name)
+    context.set_value(name, value)
+    try:
+        yield
+    finally:
+        context.set_value(name, before)
 
 
 def same_method(obj, base, name):

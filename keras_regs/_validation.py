@@ -24,6 +24,7 @@ import math
 import numbers
 
 REDUCTIONS = ("sum", "mean")
+ESTIMATORS = ("exact", "hutchinson")
 # The largest float32, numpy.finfo("float32").max: strengths and stddevs are
 # held and used in float32, where anything larger is inf.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -88,6 +89,35 @@ def check_rate(value, name="rate"):
     return value
 
 
+def check_choice(value, name, choices):
+    """One of the strings `choices`."""
+    expected = "one of " + ", ".join(f'"{choice}"' for choice in choices)
+    if not isinstance(value, str):
+        _fail(TypeError, name, expected, value)
+    if value not in choices:
+        _fail(ValueError, name, expected, value)
+    return value
+
+
+def check_estimator(value, name="estimator"):
+    return check_choice(value, name, ESTIMATORS)
+
+
+def check_samples(value, name="samples"):
+    expected = "an integer >= 1"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(TypeError, name, expected, value)
+    value = int(value)
+    if value < 1:
+        _fail(ValueError, name, expected, value)
+    return value
+
+
+def check_wrt(value, name="wrt"):
+    """What the contractive penalty differentiates with respect to."""
+    return check_choice(value, name, ("layer", "input"))
+
+
 def check_data_format(value, name="data_format"):
     """`"channels_last"` or `"channels_first"`; `None` is Keras' configured
     `keras.config.image_data_format()`."""
@@ -140,12 +170,7 @@ def check_noise_shape(value, name="noise_shape"):
 
 
 def check_reduction(value, name="reduction"):
-    expected = 'one of "sum", "mean"'
-    if not isinstance(value, str):
-        _fail(TypeError, name, expected, value)
-    if value not in REDUCTIONS:
-        _fail(ValueError, name, expected, value)
-    return value
+    return check_choice(value, name, REDUCTIONS)
 
 
 def check_inserted_by(value, name="inserted_by"):

@@ -1,6 +1,7 @@
 """Shared test helpers: the catalogue of public classes, models, round trips."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,6 +39,36 @@ LAYERS = {
         keras.layers.Dense(3, activation="tanh"), 0.1, reduction="mean"
     ),
 }
+
+
+# Elementwise activations in NumPy float64, for the contractive references.
+_ERF = np.vectorize(math.erf)
+ACTIVATIONS = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "tanh": np.tanh,
+    "softplus": lambda z: np.log1p(np.exp(z)),
+    "elu": lambda z: np.where(z > 0, z, np.exp(z) - 1),
+    "selu": lambda z: (
+        1.0507009873554805 * np.where(z > 0, z, 1.6732632423543772 * (np.exp(z) - 1))
+    ),
+    "gelu": lambda z: 0.5 * z * (1 + _ERF(z / np.sqrt(2))),
+    "silu": lambda z: z / (1 + np.exp(-z)),
+}
+JACOBIAN_STEP = 1e-5
+
+
+def jacobian_norms(f, x):
+    """Each example's squared Frobenius norm of the Jacobian of `f` (a NumPy
+    function of a batch), by central differences in float64 (every
+    coordinate's two steps in one call of `f`, as one batch)."""
+    x = x.astype("float64")
+    size = x[0].size
+    steps = (JACOBIAN_STEP * np.eye(size)).reshape(size, 1, *x.shape[1:])
+    up, down = (f((x + sign * steps).reshape(-1, *x.shape[1:])) for sign in (1, -1))
+    columns = ((up - down) / (2 * JACOBIAN_STEP)).reshape(size, len(x), -1)
+    return np.sum(columns**2, axis=(0, 2))
 
 
 def to_numpy(x):

@@ -1,46 +1,15 @@
 """Contractive: the Jacobian penalty against float64 finite differences."""
 
-import math
-
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 import keras_regs
-from helpers import layer_configs, to_numpy
+from helpers import ACTIVATIONS, jacobian_norms, layer_configs, to_numpy
 from keras_regs.layers import Contractive
 
 RNG = np.random.default_rng(0)
-ERF = np.vectorize(math.erf)
-ACTIVATIONS = {
-    "linear": lambda z: z,
-    "relu": lambda z: np.maximum(z, 0),
-    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-    "tanh": np.tanh,
-    "softplus": lambda z: np.log1p(np.exp(z)),
-    "elu": lambda z: np.where(z > 0, z, np.exp(z) - 1),
-    "selu": lambda z: (
-        1.0507009873554805 * np.where(z > 0, z, 1.6732632423543772 * (np.exp(z) - 1))
-    ),
-    "gelu": lambda z: 0.5 * z * (1 + ERF(z / np.sqrt(2))),
-    "silu": lambda z: z / (1 + np.exp(-z)),
-}
-EPS = 1e-5
-
-
-def jacobian_norms(f, x):
-    """Each example's squared Frobenius norm, by central differences in float64."""
-    x = x.astype("float64")
-    total = np.zeros(len(x))
-    flat = x.reshape(len(x), -1)
-    for i in range(flat.shape[1]):
-        step = np.zeros_like(flat)
-        step[:, i] = EPS
-        up = f((flat + step).reshape(x.shape)).reshape(len(x), -1)
-        down = f((flat - step).reshape(x.shape)).reshape(len(x), -1)
-        total += np.sum(((up - down) / (2 * EPS)) ** 2, axis=1)
-    return total
 
 
 def dense_numpy(layer, activation):
@@ -67,6 +36,11 @@ def conv_numpy(kernel, bias):
         return np.tanh(z + bias)
 
     return f
+
+
+class JvpConv1D(keras.layers.Conv1D):
+    """A Conv1D the closed form does not recognize (a subclass may change
+    `call`): the wrapper takes the exact jvp path."""
 
 
 def penalty(wrapper, x):
@@ -109,9 +83,7 @@ def test_einsum_dense_closed_form_matches_finite_differences():
 
 def test_jvp_fallback_matches_finite_differences_and_the_closed_form():
     x = RNG.normal(size=(3, 7, 2)).astype("float32")
-    conv = keras.layers.Conv1D(
-        3, 3, activation="tanh", bias_initializer="glorot_uniform"
-    )
+    conv = JvpConv1D(3, 3, activation="tanh", bias_initializer="glorot_uniform")
     wrapper = Contractive(conv, 0.5)
     penalty(wrapper, x)
     assert not wrapper.closed_form
@@ -187,9 +159,7 @@ def test_penalty_gradients_match_finite_differences():
     )
 
     xc = RNG.normal(size=(2, 4, 2)).astype("float32")
-    conv = keras.layers.Conv1D(
-        2, 2, activation="tanh", bias_initializer="glorot_uniform"
-    )
+    conv = JvpConv1D(2, 2, activation="tanh", bias_initializer="glorot_uniform")
     fallback = Contractive(conv, 1.0)
     fallback(ops.convert_to_tensor(xc))
     conv_bias = to_numpy(conv.bias).astype("float64")
@@ -249,14 +219,18 @@ def test_a_backend_without_jvp_gets_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(ops, "jvp", no_jvp)
     x = ops.convert_to_tensor(RNG.normal(size=(2, 5, 2)).astype("float32"))
-    with pytest.raises(
-        NotImplementedError, match=r"Contractive\(Conv1D\) needs keras.ops.jvp"
-    ):
-        Contractive(keras.layers.Conv1D(2, 2), 0.1)(x)
-    # the closed form needs no jvp
+    # hard_sigmoid has no closed form: the exact path needs jvp, as the estimator
+    for estimator in ("exact", "hutchinson"):
+        with pytest.raises(
+            NotImplementedError, match=r"Contractive\(Conv1D\) needs keras.ops.jvp"
+        ):
+            conv = keras.layers.Conv1D(2, 2, activation="hard_sigmoid")
+            Contractive(conv, 0.1, estimator=estimator)(x)
+    # the closed forms need no jvp
     Contractive(keras.layers.Dense(2, activation="tanh"), 0.1)(
         ops.convert_to_tensor(RNG.normal(size=(2, 3)).astype("float32"))
     )
+    Contractive(keras.layers.Conv1D(2, 2, activation="tanh"), 0.1)(x)
 
 
 def test_bad_arguments():
@@ -441,3 +415,27 @@ def test_layers_with_integer_inputs_are_not_wrapped():
         keras_regs.regularize_model(
             model, contractive={"strength": 0.1, "pattern": "embed"}
         )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA and jvp"
+)
+def test_jvp_wrappers_ask_tensorflow_for_no_xla():
+    """XLA recompiles a TensorFlow step through jvp at every step: a wrapper on
+    the jvp path makes `jit_compile="auto"` choose no XLA (on a GPU machine; a
+    CPU-only one never takes XLA), a closed-form wrapper does not."""
+    from keras.src.trainers.trainer import model_supports_jit
+
+    def model(wrapper):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(1)(wrapper(inputs)))
+
+    closed = Contractive(keras.layers.Dense(3, activation="tanh"), 0.1)
+    assert closed.closed_form and model_supports_jit(model(closed))
+    for wrapper in (
+        Contractive(keras.layers.Dense(3, activation="hard_sigmoid"), 0.1),
+        Contractive(
+            keras.layers.Dense(3, activation="tanh"), 0.1, estimator="hutchinson"
+        ),
+    ):
+        assert not wrapper.closed_form and not model_supports_jit(model(wrapper))

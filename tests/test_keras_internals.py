@@ -7,6 +7,7 @@ behaviour that depends on it breaks somewhere less clear.
 import inspect
 
 import keras
+import numpy as np
 import pytest
 
 from keras_regs import _keras
@@ -274,3 +275,29 @@ def test_a_node_moved_keeps_its_tensors_and_models_keys_right():
     assert first.get_config()["layers"][1]["inbound_nodes"]
     _keras.set_inbound_nodes(dense, [nodes[1]], removed=[nodes[0]])
     assert all(node is not nodes[0] for node in first.layers[0]._outbound_nodes)
+
+
+def test_a_layer_called_inside_a_call_takes_and_writes_the_call_context():
+    """Keras' call context: a layer called without `training` inside another
+    layer's call takes the context's value and writes its own back (which
+    `call_context_value` restores)."""
+    seen = []
+
+    class Probe(keras.layers.Layer):
+        def call(self, x, training=None):
+            seen.append(training)
+            return x
+
+    probe = Probe()
+
+    class Outer(keras.layers.Layer):
+        def call(self, x, training=None):
+            with _keras.call_context_value("training", False):
+                probe(x)
+            probe(x)  # the outer call's value again
+            probe(x, training=False)  # explicit: written into the context
+            probe(x)
+            return x
+
+    Outer()(np.ones((1, 2), "float32"), training=True)
+    assert seen == [False, True, False, False]

@@ -28,6 +28,34 @@ from keras_regs import _keras, _schedule
 from keras_regs._validation import FLOAT32_MAX, check_inserted_by, check_seed
 
 
+def save_variables(store, variables):
+    """`save_own_variables` of a layer that saves `variables` (its own and its
+    random state)."""
+    for i, variable in enumerate(variables):
+        store[f"{i}"] = variable
+
+
+def read_saved(layer, store, variables, what):
+    """The values `store` holds for `variables`, each checked against its
+    variable before any is assigned (a tampered or mismatched file changes
+    nothing); `what` says what the layer saves, for the error."""
+    if len(store.keys()) != len(variables):
+        raise ValueError(
+            f"Layer '{layer.name}' of type {type(layer).__name__} expects "
+            f"{len(variables)} saved variables ({what}); the file holds "
+            f"{len(store.keys())}."
+        )
+    values = [np.asarray(store[f"{i}"]) for i in range(len(variables))]
+    for i, (variable, value) in enumerate(zip(variables, values, strict=True)):
+        if value.shape != tuple(variable.shape):
+            raise ValueError(
+                f"Layer '{layer.name}' of type {type(layer).__name__} expects "
+                f"saved variable {i} ({variable.name}) of shape "
+                f"{tuple(variable.shape)}. Received: shape {value.shape}"
+            )
+    return values
+
+
 class SeededLayer(keras.layers.Layer):
     """Base of the stochastic layers; `held` names the hyperparameter variable,
     `held_check(value, name)` validates a number for it, and `held_max` is the
@@ -110,28 +138,14 @@ class SeededLayer(keras.layers.Layer):
         return _keras.own_variables(self) + [self.seed_generator.state]
 
     def save_own_variables(self, store):
-        for i, variable in enumerate(self._stateful_variables()):
-            store[f"{i}"] = variable
+        save_variables(store, self._stateful_variables())
 
     def load_own_variables(self, store):
         """Check every value before assigning any: a tampered or mismatched file
         changes nothing. The loaded hyperparameter is what the layer then uses
         and reports (`rate`, `get_config`), unless it holds a schedule."""
         variables = self._stateful_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"Layer '{self.name}' of type {type(self).__name__} expects "
-                f"{len(variables)} saved variables ({self.held} and the seed "
-                f"state); the file holds {len(store.keys())}."
-            )
-        values = [np.asarray(store[f"{i}"]) for i in range(len(variables))]
-        for i, (variable, value) in enumerate(zip(variables, values, strict=True)):
-            if value.shape != tuple(variable.shape):
-                raise ValueError(
-                    f"Layer '{self.name}' of type {type(self).__name__} expects "
-                    f"saved variable {i} ({variable.name}) of shape "
-                    f"{tuple(variable.shape)}. Received: shape {value.shape}"
-                )
+        values = read_saved(self, store, variables, f"{self.held} and the seed state")
         index = next(i for i, v in enumerate(variables) if v is self._held_variable)
         held = self._check_loaded(values[index])
         values[index] = np.asarray(held, "float32")

@@ -8,10 +8,16 @@ from keras import ops
 
 from keras_regs import _backend, _keras, _schedule, _terms
 from keras_regs._validation import (
+    check_estimator,
     check_inserted_by,
     check_non_negative,
     check_reduction,
+    check_samples,
+    check_seed,
+    check_wrt,
 )
+from keras_regs.layers._prefix import Prefix
+from keras_regs.layers._seeded import read_saved, save_variables
 
 _SELU_SCALE = 1.0507009873554805
 _SELU_ALPHA = 1.6732632423543772
@@ -54,6 +60,16 @@ SLOPES = {
 # How many input coordinates one jvp call of the fallback handles.
 _CHUNK = 64
 
+# The layers with a closed form (exact types: a subclass may change `call`).
+_DENSE = (keras.layers.Dense, keras.layers.EinsumDense)
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+
+_NEEDS_NO_JVP = (
+    "Dense, EinsumDense and convolutions with an elementwise activation need none "
+    '(with estimator="exact").'
+)
+
 
 def _activation_name(layer):
     try:
@@ -74,12 +90,82 @@ def differentiable_input(layer):
 
 
 def closed_form_applies(layer):
-    """Dense and EinsumDense (not LoRA, not quantized) with a known activation."""
-    if type(layer) not in (keras.layers.Dense, keras.layers.EinsumDense):
+    """Dense, EinsumDense, Conv1D/2D/3D and DepthwiseConv1D/2D (not LoRA, not
+    quantized) with a known activation."""
+    if type(layer) not in _DENSE + _CONVOLUTIONS + _DEPTHWISE:
         return False
     if getattr(layer, "lora_enabled", False) or layer.dtype_policy.quantization_mode:
         return False
     return _activation_name(layer) in SLOPES
+
+
+def _dense(layer, inputs):
+    """Dense's or EinsumDense's pre-activation `z`, and each output's sum of
+    squared weights."""
+    kernel = layer.kernel
+    if isinstance(layer, keras.layers.Dense):
+        z = ops.matmul(inputs, kernel)
+        columns = ops.sum(ops.square(ops.cast(kernel, "float32")), axis=0)
+    else:
+        z = ops.einsum(layer.equation, inputs, kernel)
+        ones = ops.ones_like(ops.cast(inputs[:1], "float32"))
+        columns = ops.einsum(
+            layer.equation, ones, ops.square(ops.cast(kernel, "float32"))
+        )
+    if layer.bias is not None:
+        z = ops.add(z, layer.bias)
+    return z, columns
+
+
+def _tile(x, count):
+    """`count` copies of the batch `x` (None stays None), one after the other."""
+    if x is None:
+        return None
+    return ops.tile(x, (count,) + (1,) * (len(x.shape) - 1))
+
+
+def _convolution(layer, inputs):
+    """A convolution's pre-activation `z`, computed as the layer's `call` does,
+    and `N`: at each output element, the sum of the squared kernel taps that
+    reach an input element, the same convolution (no bias) of ones shaped like
+    one example with the squared kernel (zero padding contributes nothing)."""
+    ones = ops.ones_like(ops.cast(inputs[:1], "float32"))
+    padding = layer.padding
+    if padding == "causal":  # Conv1D's call pads the input on the left
+        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+        pad = [[0, 0], [left, 0], [0, 0]]
+        if layer.data_format == "channels_first":
+            pad = [[0, 0], [0, 0], [left, 0]]
+        inputs, ones, padding = ops.pad(inputs, pad), ops.pad(ones, pad), "valid"
+
+    def convolve(x, kernel):
+        if isinstance(layer, _DEPTHWISE):
+            return ops.depthwise_conv(
+                x,
+                kernel,
+                strides=layer.strides,
+                padding=padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            )
+        # groups: ops.conv reads them from the kernel's input channels
+        return ops.conv(
+            x,
+            kernel,
+            strides=list(layer.strides),
+            padding=padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+
+    z = convolve(inputs, layer.kernel)
+    if layer.bias is not None:
+        if layer.data_format == "channels_last":
+            shape = (1,) * (layer.rank + 1) + (-1,)
+        else:
+            shape = (1, -1) + (1,) * layer.rank
+        z = ops.add(z, ops.reshape(layer.bias, shape))
+    return z, convolve(ones, ops.square(ops.cast(layer.kernel, "float32")))
 
 
 @keras.saving.register_keras_serializable(package="keras_regs")
@@ -97,17 +183,48 @@ class Contractive(keras.layers.Wrapper):
 
     The penalty is added with `add_loss` at every call (so it is in `fit` and in
     `evaluate`); the wrapped layer's output is returned unchanged. The wrapper
-    owns no weights of its own: it shares the wrapped layer's.
+    owns no weights of its own: it shares the wrapped layer's (with
+    `estimator="hutchinson"` it holds the state of its random generator, saved
+    with the model).
 
-    How it is computed:
+    How it is computed, with `estimator="exact"`:
 
     - `Dense` and `EinsumDense` with an elementwise activation (linear, relu,
       sigmoid, tanh, softplus, elu, selu, gelu, silu, leaky_relu, exponential):
       in closed form, `J = diag(f'(z)) W`, so `||J||_F**2 = sum_j f'(z_j)**2 *
       sum_i W_ij**2`, from the pre-activation `z` (one forward pass).
-    - Any other layer: exactly, through `keras.ops.jvp` (one Jacobian-vector
-      product per input coordinate, batched 64 coordinates at a time). This
-      assumes the layer treats the examples of a batch independently.
+    - `Conv1D`, `Conv2D`, `Conv3D`, `DepthwiseConv1D` and `DepthwiseConv2D` with
+      such an activation: in closed form, `||J||_F**2 = sum_p,o f'(z_po)**2 *
+      N_po`, where `N = conv(ones, K**2)` is the same convolution (strides,
+      padding, dilation, groups, data format; no bias) of ones shaped like one
+      example with the squared kernel: each output element's sum of the squared
+      kernel taps that reach an input element.
+    - Any other layer (a subclass of those included: it may change `call`):
+      exactly, through `keras.ops.jvp` (one Jacobian-vector product per input
+      coordinate, batched 64 coordinates at a time). This assumes the layer
+      treats the examples of a batch independently.
+
+    With `estimator="hutchinson"`, for any layer (also one with a closed form):
+    an unbiased estimate, `mean over k samples of ||J v||**2` for random sign
+    vectors `v` (`E[v v^T] = I`, so `E ||J v||**2 = ||J||_F**2`), drawn for
+    each example and sample; `k = samples`, all in one jvp on the batch tiled
+    `k` times. Its variance is `2 / k * sum_{i != j} (J^T J)_ij**2` per example.
+    It costs about one jvp pass per sample, where the exact fallback costs one
+    per input coordinate: for layers without a closed form and with large
+    inputs. On TensorFlow, XLA compiles a step through `keras.ops.jvp` anew at
+    every step: a wrapper on a jvp path sets `supports_jit = False` there, so
+    that `jit_compile="auto"` picks no XLA; do not pass `jit_compile=True`.
+
+    With `wrt="input"` (theanets' definition), the Jacobian is that of the
+    layer's output with respect to the input `x` of the model it is in,
+    `||d h / d x||_F**2`, through every layer between them. The wrapper is then
+    called with that input as `source=` (`wrapper(h_prev, source=x)`, in a
+    Functional model: `regularize_model(..., wrt="input")` does it), reads the
+    path from `x` to its input off the graph, and differentiates it with
+    `keras.ops.jvp` (exactly, one product per coordinate of `x`, or with
+    `"hutchinson"`). The path runs at inference (no dropout or noise in it,
+    batch statistics from the moving averages); the wrapped layer in the mode
+    of the call. `reduction="mean"` then counts the entries of that Jacobian.
 
     theanets' implementation squared the gradient of `h.mean()` instead of the
     Jacobian; this is the published penalty.
@@ -117,6 +234,17 @@ class Contractive(keras.layers.Wrapper):
         strength: the coefficient `s`, a finite number >= 0, or a schedule of
             the training step (`keras.optimizers.schedules.LearningRateSchedule`).
         reduction: `"sum"` (default) or `"mean"`.
+        wrt: `"layer"` (default: the Jacobian with respect to the layer's own
+            input) or `"input"` (with respect to the model's input, passed as
+            `source=`; theanets' definition).
+        estimator: `"exact"` (default: the closed form where it applies, else
+            exact through jvp) or `"hutchinson"` (the random estimate, also
+            where a closed form applies).
+        samples: the number `k >= 1` of random vectors per example of
+            `"hutchinson"` (default 1: the batch mean already averages one
+            estimate per example; each sample adds a jvp). Unused by `"exact"`.
+        seed: `None` or an integer: the seed of the `"hutchinson"` random
+            sequence. Unused by `"exact"`.
         inserted_by: `None`, or the `regularize_model` keyword that wrapped the
             layer (saved, so `strip_regularization` finds it).
         **kwargs: passed to `keras.layers.Wrapper` (`name`, ...).
@@ -135,7 +263,18 @@ class Contractive(keras.layers.Wrapper):
         explicit invariance during feature extraction", ICML 2011.
     """
 
-    def __init__(self, layer, strength, reduction="sum", inserted_by=None, **kwargs):
+    def __init__(
+        self,
+        layer,
+        strength,
+        reduction="sum",
+        wrt="layer",
+        estimator="exact",
+        samples=1,
+        seed=None,
+        inserted_by=None,
+        **kwargs,
+    ):
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 "Invalid type for argument `layer`. Expected a keras.layers.Layer. "
@@ -145,7 +284,21 @@ class Contractive(keras.layers.Wrapper):
         self.supports_masking = True
         self.strength = _schedule.check(strength, "strength", check_non_negative)
         self.reduction = check_reduction(reduction)
+        self.wrt = check_wrt(wrt)
+        self._prefix = None  # wrt="input": the path from the input (`Prefix`)
+        self.estimator = check_estimator(estimator)
+        self.samples = check_samples(samples)
+        self.seed = check_seed(seed)
         self.inserted_by = check_inserted_by(inserted_by)
+        # Only the estimator draws: an exact wrapper saves no state of its own.
+        self.seed_generator = None
+        if self.estimator == "hutchinson":
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
+        if keras.backend.backend() == "tensorflow" and not self.closed_form:
+            # TensorFlow's XLA compiles a step through keras.ops.jvp anew at
+            # every step (16 steps of a Dense wrapper: 4.8 s against 0.12 s):
+            # `jit_compile="auto"` (XLA where there is a GPU) then picks none.
+            self.supports_jit = False
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -154,8 +307,13 @@ class Contractive(keras.layers.Wrapper):
 
     @property
     def closed_form(self):
-        """Whether the penalty is computed in closed form (else through jvp)."""
-        return closed_form_applies(self.layer)
+        """Whether the penalty is computed in closed form (else through jvp):
+        `estimator="exact"`, `wrt="layer"`, on a layer `closed_form_applies` to."""
+        return (
+            self.estimator == "exact"
+            and self.wrt == "layer"
+            and closed_form_applies(self.layer)
+        )
 
     def _call_kwargs(self, training, mask):
         """The keyword arguments the wrapped layer's `call` accepts."""
@@ -167,7 +325,35 @@ class Contractive(keras.layers.Wrapper):
             kwargs["mask"] = mask
         return kwargs
 
-    def call(self, inputs, training=None, mask=None):
+    def compute_output_spec(self, inputs, *args, source=None, **kwargs):
+        if self.wrt == "input":
+            self._check_source(source)
+            if isinstance(source, keras.KerasTensor):
+                # the path from the model's input to this call's input, read
+                # off the graph being built (also when a saved model loads)
+                self._prefix = Prefix(source, inputs)
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
+    def _check_source(self, source):
+        if source is None:
+            raise ValueError(
+                f"Contractive layer '{self.name}' has wrt='input': call it with the "
+                "model's input as `source=` (`wrapper(h, source=inputs)`), or use "
+                "regularize_model(..., wrt='input'), which does."
+            )
+
+    def call(self, inputs, training=None, mask=None, source=None):
+        point = inputs  # what the Jacobian is taken with respect to
+        if self.wrt == "input":
+            self._check_source(source)
+            if self._prefix is None:
+                raise ValueError(
+                    f"Contractive layer '{self.name}' has wrt='input' and reads the "
+                    "path from `source` to its input off a graph: call it on "
+                    "symbolic tensors (build a Functional model) before calling it "
+                    "on data."
+                )
+            point = source
         if self.closed_form:
             outputs, squared = self._closed_form(inputs)
             regularizer = self.layer.activity_regularizer
@@ -177,8 +363,11 @@ class Contractive(keras.layers.Wrapper):
                 self.add_loss(ops.divide_no_nan(loss, batch))
         else:
             outputs = self.layer(inputs, **self._call_kwargs(training, mask))
-            squared = self._through_jvp(inputs, training, mask)
-        penalty = self._reduce(squared, inputs, outputs)
+            if self.estimator == "hutchinson":
+                squared = self._hutchinson(point, training, mask)
+            else:
+                squared = self._through_jvp(point, training, mask)
+        penalty = self._reduce(squared, point, outputs)
         _terms.record("contractive", penalty, inputs, "layer", self)
         self.add_loss(penalty)
         return outputs
@@ -188,30 +377,47 @@ class Contractive(keras.layers.Wrapper):
 
     def _closed_form(self, inputs):
         """The layer's own computation, and each example's squared norm."""
-        layer, kernel = self.layer, self.layer.kernel
-        if isinstance(layer, keras.layers.Dense):
-            z = ops.matmul(inputs, kernel)
-            columns = ops.sum(ops.square(ops.cast(kernel, "float32")), axis=0)
-        else:
-            z = ops.einsum(layer.equation, inputs, kernel)
-            ones = ops.ones_like(ops.cast(inputs[:1], "float32"))
-            columns = ops.einsum(
-                layer.equation, ones, ops.square(ops.cast(kernel, "float32"))
-            )
-        if layer.bias is not None:
-            z = ops.add(z, layer.bias)
+        layer = self.layer
+        pre_activation = _dense if isinstance(layer, _DENSE) else _convolution
+        z, columns = pre_activation(layer, inputs)
         outputs = layer.activation(z)
         slope = SLOPES[_activation_name(layer)](ops.cast(z, "float32"))
         per_element = ops.square(slope) * columns
         return outputs, ops.sum(ops.reshape(per_element, (ops.shape(z)[0], -1)), axis=1)
 
-    def _through_jvp(self, inputs, training, mask=None):
+    def _check_jvp(self):
         if not _backend.has_jvp():
             raise NotImplementedError(
                 f"Contractive({type(self.layer).__name__}) needs keras.ops.jvp, which "
                 f"this Keras has not for the {keras.backend.backend()} backend. "
-                "Dense and EinsumDense with an elementwise activation need no jvp."
+                + _NEEDS_NO_JVP
             )
+
+    def _jvp(self, primals, tangents, training, mask):
+        """The wrapped layer's Jacobian at each row of `primals` times that row
+        of `tangents`."""
+        kwargs = self._call_kwargs(training, mask)
+
+        prefix = self._prefix if self.wrt == "input" else None
+
+        def forward(x):
+            if prefix is not None:  # from the model's input to the layer's
+                x = prefix.run(x)
+            # `call`, not `__call__`: no activity penalty or add_loss inside jvp
+            return self.layer.call(x, **kwargs)
+
+        try:
+            _, products = ops.jvp(forward, (primals,), (tangents,))
+        except NotImplementedError as error:
+            raise NotImplementedError(
+                f"Contractive({type(self.layer).__name__}) needs keras.ops.jvp, "
+                f"which the {keras.backend.backend()} backend does not provide. "
+                + _NEEDS_NO_JVP
+            ) from error
+        return products
+
+    def _through_jvp(self, inputs, training, mask=None):
+        self._check_jvp()
         shape = ops.shape(inputs)
         batch = shape[0]
         size = math.prod(inputs.shape[1:])
@@ -227,27 +433,24 @@ class Contractive(keras.layers.Wrapper):
                 ops.broadcast_to(eye[:, None, :], (count, batch, size)),
                 (count * batch, *inputs.shape[1:]),
             )
-            primals = ops.tile(inputs, (count,) + (1,) * (len(inputs.shape) - 1))
-            tiled_mask = None
-            if mask is not None:
-                tiled_mask = ops.tile(mask, (count,) + (1,) * (len(mask.shape) - 1))
-            kwargs = self._call_kwargs(training, tiled_mask)
-
-            def forward(x, kwargs=kwargs):
-                # `call`, not `__call__`: no activity penalty or add_loss inside jvp
-                return self.layer.call(x, **kwargs)
-
-            try:
-                _, columns = ops.jvp(forward, (primals,), (tangents,))
-            except NotImplementedError as error:
-                raise NotImplementedError(
-                    f"Contractive({type(self.layer).__name__}) needs keras.ops.jvp, "
-                    f"which the {keras.backend.backend()} backend does not provide. "
-                    "Dense and EinsumDense with an elementwise activation need none."
-                ) from error
+            primals = _tile(inputs, count)
+            columns = self._jvp(primals, tangents, training, _tile(mask, count))
             columns = ops.reshape(ops.cast(columns, "float32"), (count, batch, -1))
             squared = squared + ops.sum(ops.square(columns), axis=(0, 2))
         return squared
+
+    def _hutchinson(self, inputs, training, mask=None):
+        """Each example's unbiased estimate of its squared norm: the mean of
+        `||J v||**2` over `samples` random sign vectors `v` (Rademacher: for the
+        same mean, a lower variance than Gaussian vectors), in one jvp."""
+        self._check_jvp()
+        batch = ops.shape(inputs)[0]
+        primals = _tile(inputs, self.samples)
+        signs = keras.random.randint(ops.shape(primals), 0, 2, seed=self.seed_generator)
+        tangents = ops.cast(2 * signs - 1, inputs.dtype)
+        products = self._jvp(primals, tangents, training, _tile(mask, self.samples))
+        products = ops.reshape(ops.cast(products, "float32"), (self.samples, batch, -1))
+        return ops.mean(ops.sum(ops.square(products), axis=2), axis=0)
 
     def _reduce(self, squared, inputs, outputs):
         """Each example's squared norm -> the scalar added to the loss."""
@@ -261,14 +464,38 @@ class Contractive(keras.layers.Wrapper):
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
+    def _stateful_variables(self):
+        """What the wrapper saves itself (the wrapped layer saves its own
+        weights): the random state of `"hutchinson"`, so that a reloaded model
+        continues the same sequence; nothing for `"exact"`."""
+        state = [] if self.seed_generator is None else [self.seed_generator.state]
+        return _keras.own_variables(self) + state
+
+    def save_own_variables(self, store):
+        save_variables(store, self._stateful_variables())
+
+    def load_own_variables(self, store):
+        variables = self._stateful_variables()
+        what = f"estimator={self.estimator!r}: " + (
+            "the random state" if variables else "none"
+        )
+        values = read_saved(self, store, variables, what)
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "strength": _schedule.to_config(self.strength),
                 "reduction": self.reduction,
+                "wrt": self.wrt,
+                "estimator": self.estimator,
+                "samples": self.samples,
             }
         )
+        if self.seed is not None:
+            config["seed"] = self.seed
         if self.inserted_by is not None:
             config["inserted_by"] = self.inserted_by
         return config

@@ -50,6 +50,9 @@ class Insertion:
     reduction: str = "sum"  # contractive only
     role: str | None = None  # "output" or "hidden": only after such calls
     noise_shape: tuple | None = None  # dropout only: the mask's shape
+    wrt: str = "layer"  # contractive only: "layer" or "input"
+    estimator: str = "exact"  # contractive only
+    samples: int = 1  # contractive only: "hutchinson"'s random vectors
 
     def __post_init__(self):
         if self.role is None and self.argument in LAYER_KEYWORDS:
@@ -106,6 +109,7 @@ def select_anchors(model, requests):
     if not has_graph(model):
         _refuse_subclassed(model, requests[0].argument)
     infos = [i for i in walk(model) if inserted_by(i.layer) is None]
+    containers = {id(i.layer): i.model for i in infos}
     for info in infos:
         if isinstance(info.layer, keras.Model) and not has_graph(info.layer):
             _refuse_subclassed(info.layer, requests[0].argument)
@@ -157,11 +161,23 @@ def select_anchors(model, requests):
                 f"Received: {request.argument}={_received(request)!r}"
             )
         if request.kind == "contractive":
+            reasons = {
+                id(a): _unwrappable(a, request.wrt, containers.get(id(a)))
+                for a in anchors
+            }
             if request.pattern is None:  # by default, the layers it can wrap
-                anchors = [a for a in anchors if _unwrappable(a) is None]
+                if all(reasons.values()):
+                    anchor = anchors[0]
+                    raise ValueError(
+                        f"Invalid value for argument `{request.argument}`: no "
+                        "hidden layer can be wrapped; the first, "
+                        f"{anchor.name!r}, {reasons[id(anchor)]}. Received: "
+                        f"{request.argument}={_received(request)!r}"
+                    )
+                anchors = [a for a in anchors if reasons[id(a)] is None]
             else:
                 for anchor in anchors:
-                    reason = _unwrappable(anchor)
+                    reason = reasons[id(anchor)]
                     if reason is not None:
                         raise ValueError(
                             f"Invalid value for argument `{request.argument}`: "
@@ -210,6 +226,9 @@ def select_anchors(model, requests):
                     reduction=request.reduction,
                     role=request.role,
                     noise_shape=request.noise_shape,
+                    wrt=request.wrt,
+                    estimator=request.estimator,
+                    samples=request.samples,
                 )
             )
     return wanted
@@ -339,19 +358,36 @@ class _Builder:
         insertion = plan[-1]
         wrapper = None
         for old in self.reusable.get(id(layer), []):
-            if isinstance(old, Contractive) and old.inserted_by == insertion.argument:
+            if (
+                isinstance(old, Contractive)
+                and old.inserted_by == insertion.argument
+                # another wrt or estimator: another wrapper
+                and (old.wrt, old.estimator) == (insertion.wrt, insertion.estimator)
+            ):
                 wrapper = old
-                new = {"strength": insertion.value, "reduction": insertion.reduction}
+                new = {
+                    "strength": insertion.value,
+                    "reduction": insertion.reduction,
+                    "samples": insertion.samples,
+                }
                 if {k: getattr(old, k) for k in new} != new:
                     self.updates.append((old, new))
                 break
         if wrapper is None:
+            name = self._unique(f"{layer.name}_{insertion.kind}")
+            seed = None
+            if insertion.estimator == "hutchinson":
+                seed = _layer_seed(self.seed, name)
             wrapper = Contractive(
                 layer,
                 insertion.value,
                 reduction=insertion.reduction,
+                wrt=insertion.wrt,
+                estimator=insertion.estimator,
+                samples=insertion.samples,
+                seed=seed,
                 inserted_by=insertion.argument,
-                name=self._unique(f"{layer.name}_{insertion.kind}"),
+                name=name,
                 dtype=layer.dtype_policy,
             )
         self.wrappers[id(layer)] = wrapper
@@ -463,11 +499,15 @@ class _Builder:
             )
             if isinstance(layer, Contractive) and layer.inserted_by is not None:
                 layer = layer.layer  # unwrapped; wrapped again if the plan says so
+                kwargs = {k: v for k, v in kwargs.items() if k != "source"}
             elif inserted_by(layer) is not None:
                 return args[0]  # taken out; put back after its anchor
             target = self.wrapped(layer)
             if "mask" in kwargs and not _takes_mask(target):
                 kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+            if isinstance(target, Contractive) and target.wrt == "input":
+                # the model's input, before any noise inserted after it
+                kwargs = {**kwargs, "source": keras.tree.flatten(new_inputs)[0]}
             made = len(_keras.inbound_node_list(target))
             outputs = target(*args, **kwargs)
             self._mirror(target, made, node)
@@ -544,9 +584,16 @@ def _policy_of(anchor):
     return anchor.dtype_policy
 
 
-def _unwrappable(layer):
+def _unwrappable(layer, wrt="layer", container=None):
     """Why the Contractive wrapper cannot wrap `layer` (None if it can): a
-    pattern that selects such a layer is refused, the default skips it."""
+    pattern that selects such a layer is refused, the default skips it (and
+    refuses when it skips them all). With `wrt="input"` the layer must be called
+    once, in the graph of a Functional model (`container`) with one
+    floating-point input."""
+    if wrt == "input":
+        reason = _no_input_path(layer, container)
+        if reason is not None:
+            return reason
     if not _wrappable(layer):
         return (
             "is called with more than one input tensor or with keyword arguments "
@@ -560,6 +607,33 @@ def _unwrappable(layer):
         )
     if not differentiable_input(layer) or not _floating(layer):
         return "takes or returns integer tensors, which have no Jacobian"
+    return None
+
+
+def _no_input_path(layer, container):
+    if isinstance(container, keras.Sequential) or not has_graph(container):
+        return (
+            f"is in the {type(container).__name__} model {container.name!r}, and "
+            "wrt='input' reads the path from the input to the layer off a "
+            "Functional graph: regularize keras.Model(model.inputs, "
+            "model.outputs) instead (the same layers, as a Functional model)"
+        )
+    if len(_keras.inbound_nodes(layer)) != 1:
+        return (
+            "is called more than once (a shared layer): wrt='input' needs the one "
+            "path from the input to the layer"
+        )
+    inputs = container.inputs
+    if len(inputs) != 1 or "float" not in str(inputs[0].dtype):
+        has = (
+            f"{len(inputs)} inputs"
+            if len(inputs) != 1
+            else f"an input of dtype {inputs[0].dtype}"
+        )
+        return (
+            f"is in the model {container.name!r}, which has {has}: wrt='input' "
+            "differentiates with respect to a model's one floating-point input"
+        )
     return None
 
 
@@ -709,14 +783,19 @@ def insert(model, requests, seed):
                 continue
             if isinstance(layer, Contractive):
                 key = (layer.inserted_by, "contractive")
-                carried[key] = (layer.strength, layer.reduction, None)
+                options = {
+                    "wrt": layer.wrt,
+                    "estimator": layer.estimator,
+                    "samples": layer.samples,
+                }
+                carried[key] = (layer.strength, layer.reduction, options)
             else:
                 kind = "noise" if isinstance(layer, GaussianNoise) else "dropout"
-                shape = getattr(layer, "noise_shape", None)
+                shape = {"noise_shape": getattr(layer, "noise_shape", None)}
                 carried[(layer.inserted_by, kind)] = (layer._held_value, "sum", shape)
-        for (argument, kind), (value, reduction, shape) in carried.items():
+        for (argument, kind), (value, reduction, options) in carried.items():
             plan.setdefault(anchor, []).append(
-                Insertion(argument, kind, value, True, reduction, noise_shape=shape)
+                Insertion(argument, kind, value, True, reduction, **options)
             )
     for insertions in plan.values():
         insertions.sort(key=lambda i: (_ORDER[i.kind], i.argument))

@@ -16,6 +16,7 @@ def regularize_model(
     seed=13,
     noise=None,
     dropout=None,
+    wrt=None,
     **keywords,
 ):
     """Attach one regularization spec to every matching layer of a model.
@@ -37,6 +38,19 @@ def regularize_model(
       layer (a layer that owns a kernel-like weight and produces no model output).
     - the keyword of any registered `keras_regs.Regularizer` subclass.
 
+    Layer keywords (inserted noise and dropout layers, in the returned model):
+
+    - `input_noise`, `hidden_noise`, `output_noise` (a stddev, or a dict with
+      `stddev` and `pattern`): a `keras_regs.layers.GaussianNoise` after the
+      inputs, after each hidden block, after each output layer;
+    - `input_dropout`, `hidden_dropout`, `output_dropout` (a rate, or a dict with
+      `rate`, `pattern` and `noise_shape`, the mask's shape as in
+      `keras.layers.Dropout`): a `keras_regs.layers.BernoulliDropout` there;
+    - `contractive` (a strength, or a dict with `strength`, `pattern`,
+      `reduction`, `wrt`, `estimator` and `samples`): each hidden layer wrapped
+      in `keras_regs.layers.Contractive`, the squared Frobenius norm of its
+      Jacobian.
+
     `pattern` is a shell-style glob matched against layer names and variable paths
     (`"dense_[12]"`, `"*/recurrent_kernel"`); nested models are walked and a shared
     layer counts once. A second call replaces what an earlier call attached for the
@@ -54,8 +68,12 @@ def regularize_model(
         include_bias: whether weight penalties also go on biases.
         seed: the seed of inserted noise and dropout layers.
         noise: `{pattern: stddev}`: a noise layer after each layer matched.
-        dropout: `{pattern: rate}`: a dropout layer after each layer matched.
-        **keywords: the penalties, as above.
+        dropout: `{pattern: rate}` (or `{pattern: {"rate": r, "noise_shape":
+            shape}}`): a dropout layer after each layer matched.
+        wrt: what `contractive` differentiates with respect to: `"layer"` (each
+            wrapped layer's own input, the default) or `"input"` (the model's
+            input, theanets' definition; Functional models).
+        **keywords: the penalties and layer keywords, as above.
 
     Returns:
         The model, regularized.
@@ -74,7 +92,7 @@ def regularize_model(
     """
     check_model(model)
     penalties, layers, include_bias, seed = read_spec(
-        reduction, include_bias, seed, noise, dropout, **keywords
+        reduction, include_bias, seed, noise, dropout, wrt, **keywords
     )
     # A JAX fit holds the variables' values in its own state: put them back
     # first when called from a callback (the change is read from the next step).

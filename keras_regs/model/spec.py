@@ -5,11 +5,14 @@ import difflib
 
 from keras_regs import _schedule
 from keras_regs._validation import (
+    check_estimator,
     check_noise_shape,
     check_non_negative,
     check_rate,
     check_reduction,
+    check_samples,
     check_seed,
+    check_wrt,
 )
 from keras_regs.regularizers.base import keywords as penalty_keywords
 from keras_regs.regularizers.base import snake_case
@@ -18,8 +21,12 @@ ROLES = ("input", "hidden", "output")
 LAYER_KEYWORDS = {
     f"{role}_{kind}": (kind, role) for role in ROLES for kind in ("noise", "dropout")
 }
-OPTIONS = ("reduction", "include_bias", "seed", "noise", "dropout")
+OPTIONS = ("reduction", "include_bias", "seed", "noise", "dropout", "wrt")
 WRAP_KEYWORDS = ("contractive",)
+# The options of the contractive keyword's dict beside strength, pattern and
+# reduction: what it differentiates with respect to (each wrapped layer's own
+# input, or the input of the model it is in: theanets'), and how.
+WRAP_OPTIONS = ("wrt", "estimator", "samples")
 
 
 @dataclasses.dataclass
@@ -46,6 +53,9 @@ class LayerRequest:
     pattern: str | None
     reduction: str = "sum"  # contractive only
     noise_shape: tuple | None = None  # dropout only: the mask's shape
+    wrt: str = "layer"  # contractive only: "layer" or "input"
+    estimator: str = "exact"  # contractive only
+    samples: int = 1  # contractive only: "hutchinson"'s random vectors
 
 
 def check_options(reduction, include_bias, seed):
@@ -125,8 +135,16 @@ def _unknown_keyword(argument):
     )
 
 
-def parse(spec, reduction, noise, dropout):
+def parse(spec, reduction, noise, dropout, wrt=None):
     """Turn the keyword arguments into penalty and layer requests (validated)."""
+    if wrt is not None:
+        wrt = check_wrt(wrt)
+        if not any(spec.get(k) is not None for k in WRAP_KEYWORDS):
+            raise ValueError(
+                "Invalid value for argument `wrt`: it says what the contractive "
+                "penalty differentiates with respect to, and `contractive` is not "
+                f"given. Received: wrt={wrt!r}"
+            )
     registry = penalty_keywords()
     penalties, layers, seen = [], [], {}
     for argument, value in spec.items():
@@ -151,7 +169,13 @@ def parse(spec, reduction, noise, dropout):
             continue
         if argument in WRAP_KEYWORDS:
             keys = ("strength", "weight")
-            strength, pattern, own, _ = _unpack(argument, value, keys, True)
+            strength, pattern, own, given = _unpack(
+                argument, value, keys, True, WRAP_OPTIONS
+            )
+            if "wrt" in given:
+                own_wrt = check_wrt(given["wrt"], f"{argument}['wrt']")
+            else:
+                own_wrt = "layer" if wrt is None else wrt
             layers.append(
                 LayerRequest(
                     argument,
@@ -160,6 +184,13 @@ def parse(spec, reduction, noise, dropout):
                     _schedule.check(strength, argument, check_non_negative),
                     pattern,
                     check_reduction(own or reduction, f"{argument}['reduction']"),
+                    wrt=own_wrt,
+                    estimator=check_estimator(
+                        given.get("estimator", "exact"), f"{argument}['estimator']"
+                    ),
+                    samples=check_samples(
+                        given.get("samples", 1), f"{argument}['samples']"
+                    ),
                 )
             )
             continue
@@ -218,12 +249,18 @@ def parse(spec, reduction, noise, dropout):
 
 
 def read_spec(
-    reduction="sum", include_bias=False, seed=13, noise=None, dropout=None, **keywords
+    reduction="sum",
+    include_bias=False,
+    seed=13,
+    noise=None,
+    dropout=None,
+    wrt=None,
+    **keywords,
 ):
     """regularize_model's arguments, validated: `(penalties, layers, include_bias,
     seed)`, the penalty and layer requests plus the checked options."""
     reduction, seed = check_options(reduction, include_bias, seed)
-    penalties, layers = parse(keywords, reduction, noise, dropout)
+    penalties, layers = parse(keywords, reduction, noise, dropout, wrt)
     return penalties, layers, include_bias, seed
 
 
@@ -261,6 +298,11 @@ def canonical_call(penalties, layers, reduction, include_bias, seed):
             continue
         if request.kind == "contractive":
             value = {"strength": amount, "reduction": request.reduction}
+            if request.wrt != "layer":
+                value["wrt"] = request.wrt
+            if request.estimator != "exact":
+                value["estimator"] = request.estimator
+                value["samples"] = request.samples
         else:
             value = {"rate" if request.kind == "dropout" else "stddev": amount}
         if request.noise_shape is not None:
