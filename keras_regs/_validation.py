@@ -2,7 +2,7 @@
 
 Every check raises with one template, so errors read the same everywhere:
 
-    Invalid value for argument `rate`. Expected a float in [0, 1). Received: rate=1.5
+    Invalid value for argument `seed`. Expected ... Received: seed=-1
 
 `ArgumentTypeError` for a value of the wrong type, `ValueError` for a value of the
 right type that is out of range. Each check returns the value as a plain Python
