@@ -53,6 +53,22 @@ def call_context_value(name, value):
         context.set_value(name, before)
 
 
+def keep_inputs_as_given(layer):
+    """Keras converts a layer's floating-point arguments, keyword arguments
+    included, to its compute dtype before the call (`Layer._convert_input_args`):
+    under `mixed_float16` a tensor passed as `source=` becomes a new Cast tensor
+    that no graph path leads to. Off, the layer gets the tensors it is given."""
+    layer._convert_input_args = False
+
+
+def keras_mask(tensor):
+    """The mask Keras attached to `tensor` (`None` if none): Keras hands a
+    layer's `call` the mask of its only tensor argument, not with two."""
+    from keras.src.backend.common.masking import get_keras_mask
+
+    return get_keras_mask(tensor)
+
+
 def same_method(obj, base, name):
     """Whether `obj`'s own class (the one keras_regs' record subclasses, if any)
     uses `base`'s method `name` (does not override it)."""

@@ -36,7 +36,12 @@ import numpy as np
 from keras import ops
 
 from keras_regs import _backend, _keras
-from keras_regs._validation import FLOAT32_MAX, check_config_keys, check_non_negative
+from keras_regs._validation import (
+    FLOAT32_MAX,
+    ArgumentTypeError,
+    check_config_keys,
+    check_non_negative,
+)
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 _BOUND = "_keras_regs_model"  # the weakref to the model a scheduled object serves
@@ -70,7 +75,7 @@ def check(value, name, check_number):
         else:
             problem = None
         if not is_schedule(value):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"Invalid type for argument `{name}`. Expected a number or a "
                 "keras.optimizers.schedules.LearningRateSchedule (or its config). "
                 f"Received: {name}={config!r}"
@@ -228,7 +233,7 @@ class Scaled(Schedule):
 
 
 def _not_a_schedule(value, name):
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Invalid type for argument `{name}`. Expected a "
         "keras.optimizers.schedules.LearningRateSchedule. "
         f"Received: {name}={value!r} (of type {type(value).__name__})"

@@ -31,6 +31,7 @@ class Record(dict):
 class _Stacks(threading.local):
     def __init__(self):
         self.records = []  # {key: (keyword, value)}, innermost step last
+        self.aside = 0  # how many `set_aside` blocks are running
 
 
 _local = _Stacks()
@@ -45,6 +46,24 @@ def collecting():
         yield record
     finally:
         _local.records.pop()
+
+
+@contextlib.contextmanager
+def set_aside():
+    """Layers called again inside a penalty's own computation (the contractive
+    penalty's Jacobian-vector products): what their penalties record while the
+    block runs is not the step's, and goes; `is_aside()` tells other
+    observers (`keras_regs.summary`'s) to look away too."""
+    _local.aside += 1
+    try:
+        with collecting():
+            yield
+    finally:
+        _local.aside -= 1
+
+
+def is_aside():
+    return _local.aside > 0
 
 
 def current():

@@ -439,3 +439,40 @@ def test_jvp_wrappers_ask_tensorflow_for_no_xla():
         ),
     ):
         assert not wrapper.closed_form and not model_supports_jit(model(wrapper))
+    # read when compiled: LoRA enabled after wrapping takes the jvp path
+    dense = keras.layers.Dense(3, activation="tanh")
+    late = Contractive(dense, 0.1)
+    late_model = model(late)
+    assert model_supports_jit(late_model)
+    dense.enable_lora(2)
+    assert not late.closed_form and not model_supports_jit(late_model)
+
+
+@pytest.mark.parametrize("estimator", ["exact", "hutchinson"])
+def test_a_wrapped_blocks_own_activity_penalties_count_once(estimator):
+    """A block (a Sequential) whose inner Dense has an activity penalty, on the
+    jvp paths: the block's call inside the Jacobian-vector products adds no loss
+    (it counted twice, and on JAX leaked a tracer)."""
+    x = RNG.normal(size=(4, 3)).astype("float32")
+    block = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(
+                4, activation="tanh", activity_regularizer=keras_regs.HiddenL1(1.0)
+            ),
+        ]
+    )
+    inputs = keras.Input((3,))
+    wrapper = Contractive(block, 0.0, estimator=estimator, seed=1)
+    model = keras.Model(
+        inputs, keras.layers.Dense(1, kernel_initializer="zeros")(wrapper(inputs))
+    )
+    kernel, bias = (to_numpy(v).astype("float64") for v in block.layers[0].weights)
+    activity = np.abs(np.tanh(x @ kernel + bias)).sum() / len(x)
+    model(x)
+    np.testing.assert_allclose(
+        sorted(float(to_numpy(v)) for v in model.losses), [0.0, activity], rtol=1e-5
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    loss = model.fit(x, np.zeros((4, 1)), batch_size=4, verbose=0).history["loss"]
+    np.testing.assert_allclose(loss, [activity], rtol=1e-5)

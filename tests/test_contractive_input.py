@@ -256,3 +256,138 @@ def test_the_wrapper_by_hand_needs_a_source_and_a_graph():
     eager = Contractive(keras.layers.Dense(2), 0.1, wrt="input")
     with pytest.raises(ValueError, match="call it on symbolic tensors"):
         eager(ops.ones((2, 3)), source=ops.ones((2, 3)))
+
+
+def test_under_mixed_float16_the_path_is_found_and_the_penalty_is_float32():
+    """Keras casts a float32 `source=` to float16 under `mixed_float16`: the
+    wrapper keeps the graph's own input, so the path is found."""
+    expected = reference(mlp())
+    keras.config.set_dtype_policy("mixed_float16")
+    model = keras_regs.regularize_model(mlp(), contractive=S, wrt="input")
+    model(X)
+    assert all(
+        keras.backend.standardize_dtype(loss.dtype) == "float32"
+        for loss in model.losses
+    )
+    np.testing.assert_allclose(sum(penalties(model)), expected, rtol=2e-2)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    logs = model.fit(X, Y, batch_size=6, epochs=1, verbose=0).history
+    np.testing.assert_allclose(logs["contractive"], [expected], rtol=2e-2)
+
+
+def test_a_reloaded_model_takes_the_same_call_again(tmp_path):
+    """After a reload the wrapped layers are called through their wrappers only
+    (no call of their own): still one call each, not a shared layer."""
+    model = keras_regs.regularize_model(mlp(), contractive=S, wrt="input")
+    path = str(tmp_path / "again.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    again = keras_regs.regularize_model(restored, contractive=2 * S, wrt="input")
+    np.testing.assert_allclose(
+        penalties(again), [2 * v for v in penalties(model)], rtol=1e-5
+    )
+    layered = keras_regs.regularize_model(
+        keras.saving.load_model(path),
+        contractive={"strength": S, "wrt": "input", "pattern": "d2"},
+    )
+    assert [w.layer.name for w in wrappers(layered)] == ["d2"]
+
+
+class MaskedScale(keras.layers.Layer):
+    """y = tanh(x * w) where the mask is on, 0 where it is off."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, x, mask=None):
+        y = ops.tanh(x * self.w)
+        if mask is not None:
+            y = y * ops.cast(mask, y.dtype)[..., None]
+        return y
+
+
+class MarkPadding(keras.layers.Layer):
+    """Masks the all-zero steps and passes the values on unchanged (unlike
+    `Masking`, whose zeros would hide a lost mask from the Jacobian)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, x, mask=None):
+        return ops.any(ops.not_equal(x, 0), axis=-1)
+
+    def call(self, x):
+        return x
+
+
+def test_the_mask_reaches_the_wrapped_layer_inside_the_jacobian():
+    """With `source=` the wrapper has two tensor arguments and Keras hands its
+    call no mask: it takes its input's. Masked steps have no Jacobian."""
+    x = RNG.normal(size=(3, 4, 2)).astype("float32")
+    x[0, 2:] = 0.0  # masked steps
+    inputs = keras.Input((4, 2))
+    marked = MarkPadding()(inputs)
+    wrapper = Contractive(MaskedScale(), 1.0, wrt="input")
+    model = keras.Model(inputs, wrapper(marked, source=inputs))
+    mask = np.any(x != 0, axis=-1)
+
+    def f(v):  # rows: coordinate by coordinate, each the batch's examples
+        return np.tanh(v) * np.tile(mask, (len(v) // len(x), 1))[..., None]
+
+    expected = jacobian_norms(f, x).mean()
+    np.testing.assert_allclose(penalties(model, x), [expected], rtol=2e-3)
+    assert expected < jacobian_norms(np.tanh, x).mean() * 0.9
+
+
+def test_a_wrapper_called_twice_from_one_input_or_with_a_misplaced_source():
+    inputs = keras.Input((3,))
+    wrapper = Contractive(keras.layers.Dense(3), 0.1, wrt="input")
+    h = wrapper(keras.layers.Dense(3)(inputs), source=inputs)
+    with pytest.raises(ValueError, match="called twice on paths from the same input"):
+        wrapper(h, source=inputs)
+    per_layer = Contractive(keras.layers.Dense(3), 0.1)
+    with pytest.raises(ValueError, match="has wrt='layer'.*given `source=`"):
+        per_layer(inputs, source=inputs)
+
+
+def test_a_dropout_called_in_training_on_the_path_is_off_in_the_jacobian():
+    """Monte Carlo dropout (`training=True` in the graph) on the path: the
+    penalty is still the deterministic one of the path at inference."""
+    inputs = keras.Input((4,))
+    h1 = keras.layers.Dense(5, activation="tanh", name="d1")(inputs)
+    dropped = keras.layers.Dropout(0.5, seed=2)(h1, training=True)
+    d2 = keras.layers.Dense(3, activation="sigmoid", name="d2")
+    model = keras.Model(
+        inputs, Contractive(d2, 1.0, wrt="input")(dropped, source=inputs)
+    )
+    k1, b1 = (to_numpy(v).astype("float64") for v in model.get_layer("d1").weights)
+    k2, b2 = (to_numpy(v).astype("float64") for v in d2.weights)
+    expected = jacobian_norms(
+        lambda v: 1 / (1 + np.exp(-(np.tanh(v @ k1 + b1) @ k2 + b2))), X
+    ).mean()
+    for _ in range(3):
+        np.testing.assert_allclose(penalties(model), [expected], rtol=2e-3)
+
+
+def test_summary_values_the_activity_penalties_on_the_path_once():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(
+        5, activation="tanh", name="d1", activity_regularizer=keras_regs.HiddenL1(0.3)
+    )(inputs)
+    h = keras.layers.Dense(3, activation="sigmoid", name="d2")(h)
+    plain = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    k1, b1 = (to_numpy(v).astype("float64") for v in plain.get_layer("d1").weights)
+    expected = 0.3 * np.abs(np.tanh(X @ k1 + b1)).sum() / len(X)
+    model = keras_regs.regularize_model(plain, contractive=S, wrt="input")
+    rows = keras_regs.summary_rows(model, x=X)
+    values = [r for r in rows if (r["layer"], r["target"]) == ("d1", "activity")]
+    assert len(values) == 1
+    np.testing.assert_allclose(values[0]["value"], expected, rtol=1e-5)

@@ -137,9 +137,11 @@ def test_default_strength_is_keras_default(ours, theirs):
 
 
 # Every bad value of Keras' `ValidateFloatArgTest` (None means the default in
-# `L1(None)`, so it is valid for both).
+# `L1(None)`, so it is valid for both), and a dict (to keras_regs, the config of a
+# schedule: this one is not).
 BAD_STRENGTHS = [
     "not_a_number",
+    {},
     float("nan"),
     float("inf"),
     -float("inf"),
@@ -161,7 +163,7 @@ def test_bad_strength_raises_what_keras_raises(cls, bad):
         cls(bad)
     assert "`strength`" in str(ours.value)
     assert f"strength={bad!r}" in str(ours.value)
-    if isinstance(bad, (str, list)):  # a wrong type: Python's convention too
+    if isinstance(bad, (str, list, dict)):  # a wrong type: Python's convention too
         assert isinstance(ours.value, TypeError)
         assert isinstance(ours.value, keras_regs.ArgumentTypeError)
 

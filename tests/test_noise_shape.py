@@ -169,3 +169,26 @@ def test_a_noise_shape_of_the_wrong_rank_is_refused_and_the_model_kept():
             model, hidden_noise={"stddev": 0.3, "noise_shape": (None, 1)}
         )
     assert json.dumps(model.get_config(), sort_keys=True) == before
+
+
+def test_a_mask_size_that_does_not_broadcast_is_refused():
+    """Right rank, wrong size: refused where it is given, not in `fit`."""
+    inputs = keras.Input((5, 4))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+    before = json.dumps(model.get_config(), sort_keys=True)
+    with pytest.raises(ValueError, match=r"axis 1 has size 3, neither 1 nor.*size 5"):
+        keras_regs.regularize_model(
+            model, dropout={"dense": {"rate": 0.3, "noise_shape": (None, 3, None)}}
+        )
+    assert json.dumps(model.get_config(), sort_keys=True) == before
+    with pytest.raises(ValueError, match=r"axis 1 has size 3"):
+        BernoulliDropout(0.3, noise_shape=(None, 3, None))(inputs)
+    # 1 or the input's own size are both fine
+    BernoulliDropout(0.3, noise_shape=(None, 5, 1))(inputs)
+
+
+def test_the_map_form_takes_no_pattern_inside():
+    with pytest.raises(ValueError, match=r"unknown key 'pattern'"):
+        keras_regs.regularize_model(
+            conv_model(), dropout={"conv": {"rate": 0.2, "pattern": "dense"}}
+        )

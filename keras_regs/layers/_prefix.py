@@ -8,19 +8,22 @@ or loaded) and keeps it as a list of steps: each holds the layer and its call's
 arguments with every tensor replaced by a numbered slot. It holds no node and no
 tensor of the graph, so graph surgery never finds it pinning one.
 
-`run(x)` calls the layers again on a real `x`:
+`run(x)` calls the layers again on a real `x`, at inference (`training=False`
+in Keras' call context, restored afterwards, and in place of a `training` the
+graph passes explicitly): no dropout or noise, batch statistics from the moving
+averages, no random draw; the penalty is a deterministic function of the input.
+A `Contractive` wrapper met on the way runs its wrapped layer only (its own
+penalty is added where the model calls it). Run it inside `replay`.
 
-- at inference (`training=False` in Keras' call context, restored afterwards):
-  no dropout or noise, batch statistics from the moving averages, no random
-  draw; the penalty is a deterministic function of the input;
-- in a `keras.StatelessScope` that maps every variable to its current value (on
-  JAX the traced one of the step) and collects no loss: activity penalties and
-  `add_loss` calls of the layers run again are dropped, as are variable updates;
-- with keras_regs' per-step record of penalty terms set aside, so the logs
-  count each term once;
-- a `Contractive` wrapper met on the way runs its wrapped layer only (its own
-  penalty is added where the model calls it).
+`replay(variables)` is the scope of any layer called again inside a penalty's
+own computation (the Jacobian-vector products): a `keras.StatelessScope` that
+maps each variable to its current value (on JAX the traced one of the step) and
+collects no loss, so that activity penalties and `add_loss` calls of the layers
+run again are dropped, as are variable updates; and keras_regs' per-step record
+of penalty terms set aside, so that the logs count each term once.
 """
+
+import contextlib
 
 import keras
 
@@ -81,26 +84,12 @@ class Prefix:
         self.target = slots[id(target)]
         self.layers = [operation for operation, _, _ in steps]
 
-    def variables(self):
-        found, seen = [], set()
-        for layer in self.layers:
-            for variable in layer.variables:
-                if id(variable) not in seen:
-                    seen.add(id(variable))
-                    found.append(variable)
-        return found
-
     def run(self, x):
         """The target's value for the input value `x` (see the module)."""
         from keras_regs.layers.contractive import Contractive
 
-        mapping = [(v, v.value) for v in self.variables()]
         values = {0: x}
-        with (
-            _keras.call_context_value("training", False),
-            keras.StatelessScope(state_mapping=mapping, collect_losses=False),
-            _terms.collecting(),
-        ):
+        with _keras.call_context_value("training", False):
             for operation, template, outputs in self.steps:
                 args, kwargs = keras.tree.map_structure(
                     lambda a: values[a.index] if isinstance(a, _Slot) else a,
@@ -109,8 +98,32 @@ class Prefix:
                 if isinstance(operation, Contractive):
                     operation = operation.layer
                     kwargs = {k: v for k, v in kwargs.items() if k != "source"}
+                if "training" in kwargs:  # given in the graph (MC dropout)
+                    kwargs["training"] = False
                 result = operation(*args, **kwargs)
                 flat = keras.tree.flatten(result)
                 for slot, value in zip(outputs, flat, strict=True):
                     values[slot] = value
         return values[self.target]
+
+
+def variables_of(layers):
+    """The variables of `layers`, each once."""
+    found, seen = [], set()
+    for layer in layers:
+        for variable in layer.variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                found.append(variable)
+    return found
+
+
+@contextlib.contextmanager
+def replay(variables):
+    """The scope of layers called again inside a penalty (see the module)."""
+    mapping = [(v, v.value) for v in variables]
+    with (
+        keras.StatelessScope(state_mapping=mapping, collect_losses=False),
+        _terms.set_aside(),
+    ):
+        yield

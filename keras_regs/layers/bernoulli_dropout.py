@@ -89,12 +89,16 @@ class BernoulliDropout(SeededLayer):
         )
 
     def _check_rank(self, input_shape):
-        if self.noise_shape is not None and len(self.noise_shape) != len(input_shape):
+        """The mask's shape fits the input's: its rank, and on each axis 1 or
+        the input's size (where the input's is known)."""
+        if self.noise_shape is None:
+            return
+        problem = mask_shape_problem(self.noise_shape, input_shape)
+        if problem is not None:
             raise ValueError(
                 f"Invalid value for argument `noise_shape` of {type(self).__name__} "
-                f"layer '{self.name}': it has {len(self.noise_shape)} axes, the "
-                f"input has {len(input_shape)} (shape {tuple(input_shape)}). "
-                f"Received: noise_shape={self.noise_shape!r}"
+                f"layer '{self.name}': {problem}. Received: "
+                f"noise_shape={self.noise_shape!r}"
             )
 
     def compute_output_spec(self, inputs, *args, **kwargs):
@@ -122,6 +126,23 @@ class BernoulliDropout(SeededLayer):
         if self.noise_shape is not None:
             config["noise_shape"] = list(self.noise_shape)
         return config
+
+
+def mask_shape_problem(noise_shape, input_shape):
+    """Why a dropout mask of `noise_shape` does not broadcast over an input of
+    `input_shape` (None if it does)."""
+    if len(noise_shape) != len(input_shape):
+        return (
+            f"it has {len(noise_shape)} axes, the input has {len(input_shape)} "
+            f"(shape {tuple(input_shape)})"
+        )
+    for axis, (dim, size) in enumerate(zip(noise_shape, input_shape, strict=True)):
+        if dim not in (None, 1) and size is not None and dim != size:
+            return (
+                f"its axis {axis} has size {dim}, neither 1 nor the input's size "
+                f"{size} (shape {tuple(input_shape)})"
+            )
+    return None
 
 
 class _SpatialDropout(BernoulliDropout):

@@ -2,12 +2,14 @@
 
 import inspect
 import math
+import weakref
 
 import keras
 from keras import ops
 
 from keras_regs import _backend, _keras, _schedule, _terms
 from keras_regs._validation import (
+    ArgumentTypeError,
     check_estimator,
     check_inserted_by,
     check_non_negative,
@@ -16,7 +18,7 @@ from keras_regs._validation import (
     check_seed,
     check_wrt,
 )
-from keras_regs.layers._prefix import Prefix
+from keras_regs.layers._prefix import Prefix, replay, variables_of
 from keras_regs.layers._seeded import read_saved, save_variables
 
 _SELU_SCALE = 1.0507009873554805
@@ -276,7 +278,7 @@ class Contractive(keras.layers.Wrapper):
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "Invalid type for argument `layer`. Expected a keras.layers.Layer. "
                 f"Received: layer={layer!r} (of type {type(layer).__name__})"
             )
@@ -286,6 +288,9 @@ class Contractive(keras.layers.Wrapper):
         self.reduction = check_reduction(reduction)
         self.wrt = check_wrt(wrt)
         self._prefix = None  # wrt="input": the path from the input (`Prefix`)
+        self._source = None  # and a weak reference to the input it starts at
+        if self.wrt == "input":  # `source=` stays the graph's own input tensor
+            _keras.keep_inputs_as_given(self)
         self.estimator = check_estimator(estimator)
         self.samples = check_samples(samples)
         self.seed = check_seed(seed)
@@ -294,11 +299,21 @@ class Contractive(keras.layers.Wrapper):
         self.seed_generator = None
         if self.estimator == "hutchinson":
             self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    @property
+    def supports_jit(self):
+        """False on TensorFlow while the wrapper takes a jvp path: TensorFlow's
+        XLA compiles a step through keras.ops.jvp anew at every step (16 steps
+        of a Dense wrapper: 4.8 s against 0.12 s), and `jit_compile="auto"`
+        (XLA where there is a GPU) then picks none. Read at `compile`, so a
+        layer's LoRA enabled after wrapping counts."""
         if keras.backend.backend() == "tensorflow" and not self.closed_form:
-            # TensorFlow's XLA compiles a step through keras.ops.jvp anew at
-            # every step (16 steps of a Dense wrapper: 4.8 s against 0.12 s):
-            # `jit_compile="auto"` (XLA where there is a GPU) then picks none.
-            self.supports_jit = False
+            return False
+        return self._supports_jit
+
+    @supports_jit.setter
+    def supports_jit(self, value):
+        self._supports_jit = value
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -326,26 +341,41 @@ class Contractive(keras.layers.Wrapper):
         return kwargs
 
     def compute_output_spec(self, inputs, *args, source=None, **kwargs):
-        if self.wrt == "input":
-            self._check_source(source)
-            if isinstance(source, keras.KerasTensor):
-                # the path from the model's input to this call's input, read
-                # off the graph being built (also when a saved model loads)
-                self._prefix = Prefix(source, inputs)
+        self._check_source(source)
+        if self.wrt == "input" and isinstance(source, keras.KerasTensor):
+            # the path from the model's input to this call's input, read off
+            # the graph being built (also when a saved model loads)
+            earlier = None if self._source is None else self._source()
+            if earlier is source:
+                raise ValueError(
+                    f"Contractive layer '{self.name}' has wrt='input' and is "
+                    "called twice on paths from the same input: it holds one path. "
+                    "Use one wrapper per call."
+                )
+            self._prefix = Prefix(source, inputs)
+            self._source = weakref.ref(source)
         return super().compute_output_spec(inputs, *args, **kwargs)
 
     def _check_source(self, source):
-        if source is None:
+        if self.wrt == "input" and source is None:
             raise ValueError(
                 f"Contractive layer '{self.name}' has wrt='input': call it with the "
                 "model's input as `source=` (`wrapper(h, source=inputs)`), or use "
                 "regularize_model(..., wrt='input'), which does."
             )
+        if self.wrt == "layer" and source is not None:
+            raise ValueError(
+                f"Contractive layer '{self.name}' has wrt='layer' (the Jacobian "
+                "with respect to its own input) and was given `source=`: pass "
+                "wrt='input' for the Jacobian with respect to `source`."
+            )
 
     def call(self, inputs, training=None, mask=None, source=None):
         point = inputs  # what the Jacobian is taken with respect to
+        self._check_source(source)
         if self.wrt == "input":
-            self._check_source(source)
+            if mask is None:  # with `source=`, Keras passes no mask itself
+                mask = _keras.keras_mask(inputs)
             if self._prefix is None:
                 raise ValueError(
                     f"Contractive layer '{self.name}' has wrt='input' and reads the "
@@ -399,12 +429,15 @@ class Contractive(keras.layers.Wrapper):
         kwargs = self._call_kwargs(training, mask)
 
         prefix = self._prefix if self.wrt == "input" else None
+        layers = [self.layer] + ([] if prefix is None else prefix.layers)
 
         def forward(x):
-            if prefix is not None:  # from the model's input to the layer's
-                x = prefix.run(x)
-            # `call`, not `__call__`: no activity penalty or add_loss inside jvp
-            return self.layer.call(x, **kwargs)
+            # the layers run again add no loss, term or update (`replay`)
+            with replay(variables_of(layers)):
+                if prefix is not None:  # from the model's input to the layer's
+                    x = prefix.run(x)
+                # `call`, not `__call__`: not the layer's own activity penalty
+                return self.layer.call(x, **kwargs)
 
         try:
             _, products = ops.jvp(forward, (primals,), (tangents,))

@@ -20,7 +20,7 @@ import keras
 
 from keras_regs import _keras, _schedule
 from keras_regs.layers._seeded import SeededLayer
-from keras_regs.layers.bernoulli_dropout import BernoulliDropout
+from keras_regs.layers.bernoulli_dropout import BernoulliDropout, mask_shape_problem
 from keras_regs.layers.contractive import Contractive, differentiable_input
 from keras_regs.layers.gaussian_noise import GaussianNoise
 from keras_regs.model import nodes
@@ -94,14 +94,17 @@ def _received(request):
             value = {key: request.value, "noise_shape": request.noise_shape}
             return {request.pattern: value}
         return {request.pattern: request.value}
-    if request.pattern is not None or request.noise_shape is not None:
-        value = {key: request.value}
-        if request.pattern is not None:
-            value["pattern"] = request.pattern
-        if request.noise_shape is not None:
-            value["noise_shape"] = request.noise_shape
-        return value
-    return request.value
+    value = {key: request.value}
+    if request.pattern is not None:
+        value["pattern"] = request.pattern
+    if request.noise_shape is not None:
+        value["noise_shape"] = request.noise_shape
+    if request.kind == "contractive":
+        defaults = {"wrt": "layer", "estimator": "exact", "samples": 1}
+        for option, default in defaults.items():
+            if getattr(request, option) != default:
+                value[option] = getattr(request, option)
+    return value if len(value) > 1 else request.value
 
 
 def select_anchors(model, requests):
@@ -110,6 +113,8 @@ def select_anchors(model, requests):
         _refuse_subclassed(model, requests[0].argument)
     infos = [i for i in walk(model) if inserted_by(i.layer) is None]
     containers = {id(i.layer): i.model for i in infos}
+    # a wrapped layer is called through its wrapper (after a reload, only)
+    callers = {id(i.layer): i.wrapper or i.layer for i in infos}
     for info in infos:
         if isinstance(info.layer, keras.Model) and not has_graph(info.layer):
             _refuse_subclassed(info.layer, requests[0].argument)
@@ -162,7 +167,9 @@ def select_anchors(model, requests):
             )
         if request.kind == "contractive":
             reasons = {
-                id(a): _unwrappable(a, request.wrt, containers.get(id(a)))
+                id(a): _unwrappable(
+                    a, request.wrt, containers.get(id(a)), callers.get(id(a), a)
+                )
                 for a in anchors
             }
             if request.pattern is None:  # by default, the layers it can wrap
@@ -243,14 +250,14 @@ def _check_mask_rank(request, anchors, model):
         else:
             tensors = _main_outputs(anchor)
         for tensor in tensors:
-            if len(tensor.shape) != len(request.noise_shape):
+            problem = mask_shape_problem(request.noise_shape, tensor.shape)
+            if problem is not None:
                 raise ValueError(
                     f"Invalid value for argument `{request.argument}`: its "
-                    f"noise_shape has {len(request.noise_shape)} axes, and "
-                    f"{anchor.name!r} returns a tensor of shape "
-                    f"{tuple(tensor.shape)}. Give a noise_shape per rank with a "
-                    f"pattern: dropout={{pattern: {{'rate': r, 'noise_shape': "
-                    f"...}}}}. Received: {request.argument}={_received(request)!r}"
+                    f"noise_shape does not fit the output of {anchor.name!r}: "
+                    f"{problem}. Give a noise_shape per shape with a pattern: "
+                    "dropout={pattern: {'rate': r, 'noise_shape': ...}}. "
+                    f"Received: {request.argument}={_received(request)!r}"
                 )
 
 
@@ -584,14 +591,14 @@ def _policy_of(anchor):
     return anchor.dtype_policy
 
 
-def _unwrappable(layer, wrt="layer", container=None):
+def _unwrappable(layer, wrt="layer", container=None, caller=None):
     """Why the Contractive wrapper cannot wrap `layer` (None if it can): a
     pattern that selects such a layer is refused, the default skips it (and
     refuses when it skips them all). With `wrt="input"` the layer must be called
     once, in the graph of a Functional model (`container`) with one
     floating-point input."""
     if wrt == "input":
-        reason = _no_input_path(layer, container)
+        reason = _no_input_path(caller or layer, container)
         if reason is not None:
             return reason
     if not _wrappable(layer):

@@ -11,7 +11,7 @@ import rich.table
 from absl import logging
 from keras import config, ops
 
-from keras_regs import _schedule
+from keras_regs import _schedule, _terms
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
 from keras_regs.model import insert, penalize
@@ -71,6 +71,8 @@ class _Recorder:
         self.regularizer, self.values = regularizer, {}
 
     def __call__(self, output):
+        if _terms.is_aside():  # run again inside a Jacobian: not the call's value
+            return self.regularizer(output)
         batch = ops.shape(output)[0] if len(output.shape) else 1
         for keyword, penalty in _entries(self.regularizer):
             value = _float(penalty(output)) / batch

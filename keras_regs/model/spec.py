@@ -89,14 +89,15 @@ def _check_pattern(pattern, argument):
     return pattern
 
 
-def _unpack(argument, value, value_keys, allow_reduction, options=()):
+def _unpack(argument, value, value_keys, allow_reduction, options=(), pattern=True):
     """A number, or a dict {strength (or weight, rate, stddev), pattern, reduction}
-    (and the keys in `options`, returned in a dict of their own)."""
+    (and the keys in `options`, returned in a dict of their own; no `pattern`
+    where the pattern is the dict's key)."""
     if not isinstance(value, dict):
         return value, None, None, {}
     allowed = {
         *value_keys,
-        "pattern",
+        *(("pattern",) if pattern else ()),
         *(("reduction",) if allow_reduction else ()),
         *options,
     }
@@ -236,7 +237,7 @@ def parse(spec, reduction, noise, dropout, wrt=None):
                 # {pattern: {"rate": r, "noise_shape": ...}} (a dict without
                 # "rate" is a schedule's config)
                 amount, _, _, given = _unpack(
-                    name, amount, ("rate",), False, ("noise_shape",)
+                    name, amount, ("rate",), False, ("noise_shape",), pattern=False
                 )
                 noise_shape = _dropout_options(name, given)
             value = _schedule.check(amount, name, check)
