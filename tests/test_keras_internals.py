@@ -301,3 +301,31 @@ def test_a_layer_called_inside_a_call_takes_and_writes_the_call_context():
 
     Outer()(np.ones((1, 2), "float32"), training=True)
     assert seen == [False, True, False, False]
+
+
+def test_a_layer_keeping_its_inputs_gets_keyword_tensors_uncast():
+    """Under mixed_float16 Keras casts a layer's floating keyword tensors to
+    float16 unless `_convert_input_args` is off (`keep_inputs_as_given`)."""
+    seen = {}
+
+    class Probe(keras.layers.Layer):
+        def call(self, x, source=None):
+            seen[self.name] = keras.backend.standardize_dtype(source.dtype)
+            return x
+
+    keras.config.set_dtype_policy("mixed_float16")
+    x = keras.ops.ones((1, 2), "float32")
+    Probe(name="cast")(x, source=x)
+    kept = Probe(name="kept")
+    _keras.keep_inputs_as_given(kept)
+    kept(x, source=x)
+    assert seen == {"cast": "float16", "kept": "float32"}
+
+
+def test_keras_mask_reads_the_mask_keras_attached():
+    x = np.array([[[1.0], [0.0]]], "float32")
+    masked = keras.layers.Masking(0.0)(x)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(_keras.keras_mask(masked)), [[True, False]]
+    )
+    assert _keras.keras_mask(keras.ops.convert_to_tensor(x)) is None
