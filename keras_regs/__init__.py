@@ -1,7 +1,7 @@
 """keras_regs: regularization for Keras 3, per layer or for a whole model at once."""
 
 from keras_regs import layers, regularizers
-from keras_regs._validation import ArgumentTypeError
+from keras_regs._validation import ArgumentTypeError, KerasRegsWarning
 from keras_regs.model import (
     RegularizationMixin,
     bind_schedules,
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentTypeError",
+    "KerasRegsWarning",
     "HiddenL1",
     "HiddenL2",
     "RecurrentNorm",

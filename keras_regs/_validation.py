@@ -41,6 +41,20 @@ class ArgumentTypeError(TypeError, ValueError):
     also a `ValueError` (what Keras raises for the same arguments)."""
 
 
+class KerasRegsWarning(UserWarning):
+    """The category of every warning keras_regs gives (a `UserWarning`): a
+    penalty that cannot be saved, a layer's weights that cannot be told apart,
+    weight decay applied twice, a step that does not call `compute_loss`.
+
+    Silence them, or turn them into errors, by category:
+
+    ```python
+    import warnings
+    warnings.filterwarnings("ignore", category=keras_regs.KerasRegsWarning)
+    ```
+    """
+
+
 def _fail(error, name, expected, value, received=""):
     kind = "type" if error is TypeError else "value"
     suffix = f" (of type {type(value).__name__})" if error is TypeError else ""

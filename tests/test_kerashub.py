@@ -201,7 +201,7 @@ def test_patterns_match_full_variable_paths_and_sublayer_names():
 def test_lora_factors_get_the_penalty_and_frozen_kernels_are_reported():
     model = bert()
     model.enable_lora(2)
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(keras_regs.KerasRegsWarning) as record:
         keras_regs.regularize_model(model, weight_l2=S)
     messages = [str(w.message) for w in record if "frozen" in str(w.message)]
     assert len(messages) == 1
@@ -471,7 +471,9 @@ def test_what_cannot_be_saved_is_said_when_regularize_model_is_called():
 
     model = Odd()
     model(np.zeros((1, 3), "float32"))
-    with pytest.warns(UserWarning, match=r"'odd' \(Odd\) counts.*cannot be saved"):
+    with pytest.warns(
+        keras_regs.KerasRegsWarning, match=r"'odd' \(Odd\) counts.*cannot be saved"
+    ):
         keras_regs.regularize_model(model, weight_l2=S)
     assert type(model) is Odd and model.get_config()["keras_regs"] == "its own"
     assert len(model.losses) == 1

@@ -277,7 +277,9 @@ def scale_model():
 def test_register_layer_saves_a_custom_layers_penalty_in_its_own_config(tmp_path):
     # not declared: it counts, the model records the call, and the note says how
     model = scale_model()
-    with pytest.warns(UserWarning, match=r"keras_regs.register_layer\(") as record:
+    with pytest.warns(
+        keras_regs.KerasRegsWarning, match=r"keras_regs.register_layer\("
+    ) as record:
         keras_regs.regularize_model(model, weight_l2=0.1)
     (note,) = [str(w.message) for w in record if "register_layer" in str(w.message)]
     assert note.splitlines()[-1] == "  scale (Scale): w"

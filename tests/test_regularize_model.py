@@ -307,9 +307,21 @@ def test_frozen_and_undeclared_layers_are_reported():
     frozen = keras.layers.Dense(4, name="frozen", trainable=False)
     outputs = keras.layers.Dense(2)(Custom(name="custom")(frozen(inputs)))
     model = keras.Model(inputs, outputs)
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(keras_regs.KerasRegsWarning) as record:
         keras_regs.regularize_model(model, weight_l2=0.1, hidden_l1=0.1)
     messages = [str(w.message) for w in record]
+    assert all(w.category is keras_regs.KerasRegsWarning for w in record)
+    assert issubclass(keras_regs.KerasRegsWarning, UserWarning)
+    # one filter silences keras_regs' warnings (the same call warns again), and
+    # only them
+    with pytest.warns(keras_regs.KerasRegsWarning):
+        keras_regs.regularize_model(model, weight_l2=0.1, hidden_l1=0.1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=keras_regs.KerasRegsWarning)
+        keras_regs.regularize_model(model, weight_l2=0.1, hidden_l1=0.1)
+        warnings.warn("not keras_regs'", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["not keras_regs'"]
     (undeclared,) = [m for m in messages if "register_layer" in m]
     assert undeclared.splitlines()[-1] == "  custom (Custom): w"
     (frozen,) = [m for m in messages if m.startswith("keras_regs: `weight_l2` skipped")]

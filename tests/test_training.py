@@ -326,7 +326,9 @@ def test_a_train_step_without_compute_loss_logs_its_terms_and_says_why_not_data(
     model(X[:1])
     keras_regs.regularize_model(model, weight_l2=0.1)
     compiled(model)
-    with pytest.warns(UserWarning, match="does not call `self.compute_loss`"):
+    with pytest.warns(
+        keras_regs.KerasRegsWarning, match="does not call `self.compute_loss`"
+    ):
         history = fit(model, epochs=1)
     assert np.isnan(history["data_loss"][0])
     np.testing.assert_allclose(

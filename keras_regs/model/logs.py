@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_regs import _keras, _schedule, _terms
+from keras_regs._validation import KerasRegsWarning
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
 from keras_regs.model import persist
@@ -375,7 +376,7 @@ def _not_read(model, terms, record):
             "NaN; each penalty's own term is logged. Call `self.compute_loss(x, "
             "y, y_pred, sample_weight)` in the step, or turn the entries off with "
             "`keras_regs.log_penalties(model, enabled=False)`.",
-            UserWarning,
+            KerasRegsWarning,
             stacklevel=4,
         )
     terms.update_state(_values(terms, record, None), 1)

@@ -6,6 +6,7 @@ import warnings
 import keras
 
 from keras_regs import _schedule
+from keras_regs._validation import KerasRegsWarning
 from keras_regs.model.graph import hidden_ends, inserted_by, walk
 from keras_regs.model.slots import (
     BIAS,
@@ -399,4 +400,4 @@ def strip_changes(model):
 
 def warn(notes):
     for note in notes:
-        warnings.warn(note, UserWarning, stacklevel=3)
+        warnings.warn(note, KerasRegsWarning, stacklevel=3)

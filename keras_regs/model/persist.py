@@ -24,6 +24,7 @@ import warnings
 import keras
 
 from keras_regs import _keras
+from keras_regs._validation import KerasRegsWarning
 from keras_regs.model.graph import has_graph
 from keras_regs.model.spec import canonical_penalties
 
@@ -218,7 +219,7 @@ def _cannot_keep(model, reason):
         f"({type(model).__name__}) counts in training but cannot be saved with "
         f"it: {reason}. A copy loaded from a save gets the weights without these "
         "penalties or inserted layers.",
-        UserWarning,
+        KerasRegsWarning,
         stacklevel=4,
     )
 

@@ -3,6 +3,7 @@
 import warnings
 
 from keras_regs import _keras
+from keras_regs._validation import KerasRegsWarning
 from keras_regs.model import insert, logs, nodes, penalize, persist
 from keras_regs.model.graph import check_model
 from keras_regs.model.spec import canonical_call, read_spec
@@ -179,7 +180,7 @@ def _warn_double_decay(model, penalties):
         "decay twice; with Adam-type optimizers they differ (the penalty's "
         "gradient is rescaled by the adaptive step, the decay is not). Keep one: "
         "see docs/weight-decay.md.",
-        UserWarning,
+        KerasRegsWarning,
         stacklevel=3,
     )
 
