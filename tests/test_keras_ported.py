@@ -26,6 +26,11 @@ from keras_regs.layers import (
     SpatialDropout3D,
 )
 
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="Keras' own tests: the TensorFlow and JAX passes (CI time)",
+)
+
 keras_dropout = pytest.importorskip("keras.src.layers.regularization.dropout_test")
 keras_spatial = pytest.importorskip(
     "keras.src.layers.regularization.spatial_dropout_test"
