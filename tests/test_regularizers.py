@@ -15,6 +15,10 @@ WEIGHT_PENALTIES = {
     "WeightL1": (keras_regs.WeightL1, np.abs),
     "WeightL2": (keras_regs.WeightL2, np.square),
 }
+ACTIVITY_PENALTIES = {
+    "HiddenL1": (keras_regs.HiddenL1, np.abs),
+    "HiddenL2": (keras_regs.HiddenL2, np.square),
+}
 
 
 def as_numpy(x):
@@ -35,30 +39,16 @@ def test_weight_penalties_match_numpy(name, shape):
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 4), (6, 2, 2, 3)])
-def test_hidden_l1_matches_numpy_before_keras_divides(shape):
+@pytest.mark.parametrize("name", sorted(ACTIVITY_PENALTIES))
+def test_activity_penalties_match_numpy_before_keras_divides(name, shape):
+    cls, terms = ACTIVITY_PENALTIES[name]
     h = np.random.default_rng(1).normal(size=shape).astype("float32")
     batch = shape[0]
     # What the regularizer returns; Keras divides it by the batch size.
+    np.testing.assert_allclose(as_numpy(cls(0.2)(h)), 0.2 * terms(h).sum(), rtol=1e-6)
     np.testing.assert_allclose(
-        as_numpy(keras_regs.HiddenL1(0.2)(h)), 0.2 * np.abs(h).sum(), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        as_numpy(keras_regs.HiddenL1(0.2, reduction="mean")(h)) / batch,
-        0.2 * np.abs(h).mean(),
-        rtol=1e-6,
-    )
-
-
-@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 4), (6, 2, 2, 3)])
-def test_hidden_l2_matches_numpy_before_keras_divides(shape):
-    h = np.random.default_rng(3).normal(size=shape).astype("float32")
-    batch = shape[0]
-    np.testing.assert_allclose(
-        as_numpy(keras_regs.HiddenL2(0.2)(h)), 0.2 * np.square(h).sum(), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        as_numpy(keras_regs.HiddenL2(0.2, reduction="mean")(h)) / batch,
-        0.2 * np.square(h).mean(),
+        as_numpy(cls(0.2, reduction="mean")(h)) / batch,
+        0.2 * terms(h).mean(),
         rtol=1e-6,
     )
 
