@@ -1,13 +1,22 @@
 # Two commands do everything on a fresh machine with only Python:
-#   make demo   sets up .venv and runs the main job, examples/digits.py
-#   make test   sets up .venv, lints, and runs the test suite on every backend
-#               (which also builds the docs site with --strict and runs every
-#               example in its short mode), then the Keras-compatibility subset
-#               on the lowest supported Keras and on keras-nightly
+#   make demo   installs keras_regs and the demo's extra (nothing else) into .venv
+#               and runs the main job, examples/digits.py
+#   make test   installs the test, demo, docs and hub extras into .venv, lints,
+#               builds the sdist and wheel (make dist) and installs the wheel into
+#               a fresh environment with only its base dependencies (the
+#               quickstart and every public name, .ci/wheel-check), runs the test
+#               suite on every backend (which also builds the docs site with
+#               --strict, runs every docs code block and every example in its
+#               short mode), then the Keras-compatibility subset on the lowest
+#               supported Keras and on keras-nightly
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo
+# The Pythons .ci/wheel-check installs the wheel into (each one found; `make
+# wheel-check WHEEL_PYTHONS="python3.11 python3.12 python3.13"` tries several).
+WHEEL_PYTHONS ?= $(PYTHON)
 BACKENDS ?= tensorflow jax torch
 # PyTorch's CPU build (this workplace has its file on disk; elsewhere pip fetches
 # it). If it cannot be installed, the torch backend is skipped with a message.
@@ -33,14 +42,25 @@ KERAS_COMPAT_JAX_TESTS ?= tests/test_keras_internals.py tests/test_training.py \
 	tests/test_schedules.py tests/test_logs.py
 export KERAS_COMPAT_TESTS KERAS_COMPAT_JAX_TESTS
 
-.PHONY: all venv test lint pytest compat demo docs bench long clean
+.PHONY: all venv test lint pytest compat demo docs dist wheel-check bench long clean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml keras_regs/__init__.py
+	@echo "=== installing keras_regs (editable) with the test, demo, docs and hub extras into $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,demo,docs,hub]"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(DEMO_STAMP)
+
+# The demo's own install: keras_regs and its demo extra only (a first run takes a
+# few minutes, mostly TensorFlow's download).
+$(DEMO_STAMP): pyproject.toml keras_regs/__init__.py
+	@echo "=== installing keras_regs (editable) with the demo extra into $(VENV): a few minutes the first time"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[demo]"
+	@echo "=== installed"
 	touch $@
 
 $(TORCH_STAMP): $(STAMP)
@@ -63,15 +83,25 @@ pytest: $(STAMP) $(TORCH_STAMP)
 		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) || exit 1; \
 	done
 
-test: lint pytest compat
+test: lint wheel-check pytest compat
 
 compat: $(STAMP)
 	.ci/keras-compat lowest "keras==$(KERAS_LOWEST)"
 	@.ci/keras-compat nightly keras-nightly \
 		|| echo "*** keras-nightly: failures above (not blocking; see docs/compatibility.md)"
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/digits.py
+
+# The publishing rehearsal: the sdist and the wheel into dist/, checked by twine
+# (the README renders on a package index, the metadata is complete).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+wheel-check: dist
+	.ci/wheel-check $(WHEEL_PYTHONS)
 
 # The long runs (not part of `make test`; docs/testing.md records them): 2,000 train
 # steps, 500 regularize/strip/preview cycles, 500 examples per property, on
@@ -100,4 +130,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) .venv-keras-* .pytest_cache .ruff_cache *.egg-info build demo_output
+	rm -rf $(VENV) .venv-keras-* .pytest_cache .ruff_cache *.egg-info build dist demo_output

@@ -7,7 +7,9 @@ encoder's Jacobian there. The contractive code is less sensitive to its input at
 similar reconstruction error (the script exits 1 if not: a smaller Jacobian
 norm, and a reconstruction error within 1.25 x the plain one).
 
-Run it with `python examples/contractive_autoencoder.py [--epochs N]`.
+It needs the `demo` extra, for scikit-learn's digits: `pip install
+"keras_regs[demo]"`. Run it with `python examples/contractive_autoencoder.py
+[--epochs N]`.
 """
 
 import argparse

@@ -18,7 +18,8 @@ it in a fresh Python process that imports only keras, keras_hub and keras_regs,
 and checks that the class, the penalties and the predictions are the same. It
 exits non-zero if any of these checks fails.
 
-Run it with `python examples/kerashub_finetune.py [--short]`.
+It needs the `hub` extra, for KerasHub: `pip install "keras_regs[hub]"`. Run it
+with `python examples/kerashub_finetune.py [--short]`.
 """
 
 import argparse
