@@ -27,7 +27,7 @@ from keras_regs.regularizers import (
     WeightL2,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ArgumentTypeError",

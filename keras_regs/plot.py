@@ -3,9 +3,17 @@
 matplotlib is an optional dependency: `pip install "keras_regs[plot]"`.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import TYPE_CHECKING
+
+import keras
 
 from keras_regs.model.logs import DATA
+
+if TYPE_CHECKING:  # an optional dependency
+    import matplotlib.axes
 
 
 def _logs(history):
@@ -64,7 +72,12 @@ def _terms_of(history, validation=False):
     return terms
 
 
-def plot_penalties(history, ax=None, validation=False, title=None):
+def plot_penalties(
+    history: keras.callbacks.History | dict[str, list[float]],
+    ax: matplotlib.axes.Axes | None = None,
+    validation: bool = False,
+    title: str | None = None,
+) -> matplotlib.axes.Axes:
     """Draw a History's loss split into the data term and each penalty term.
 
     The terms are stacked per epoch: `data_loss` at the bottom, each keyword's
@@ -88,9 +101,15 @@ def plot_penalties(history, ax=None, validation=False, title=None):
     Example:
 
     ```python
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
     model = keras_regs.regularize_model(model, weight_l2=1e-4, hidden_l1=1e-3)
     model.compile("adam", "sparse_categorical_crossentropy")
-    history = model.fit(x, y, epochs=20)
+    x, y = np.random.rand(64, 8), np.random.randint(0, 3, 64)
+    history = model.fit(x, y, epochs=5, verbose=0)
     keras_regs.plot_penalties(history).figure.savefig("terms.png")
     ```
     """

@@ -21,8 +21,13 @@ inference the output is the input tensor itself, in training it is computed in
 the input's floating-point dtype; an integer or boolean input is refused.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import numpy as np
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_regs import _keras, _schedule
 from keras_regs._validation import FLOAT32_MAX, check_inserted_by, check_seed
@@ -65,7 +70,13 @@ class SeededLayer(keras.layers.Layer):
     held_check = None  # its check, a function of (value, name), set by subclasses
     held_max = FLOAT32_MAX
 
-    def __init__(self, value, seed=None, inserted_by=None, **kwargs):
+    def __init__(
+        self,
+        value: float | LearningRateSchedule,
+        seed: int | None = None,
+        inserted_by: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         autocast = kwargs.pop("autocast", False)
         if autocast is not False:
             raise ValueError(
@@ -129,7 +140,9 @@ class SeededLayer(keras.layers.Layer):
             )
         return dtype
 
-    def compute_output_spec(self, inputs, *args, **kwargs):
+    def compute_output_spec(
+        self, inputs: keras.KerasTensor, *args: Any, **kwargs: Any
+    ) -> keras.KerasTensor:
         """The input's shape and dtype: the layer never casts its input."""
         dtype = self._check_input(inputs)
         return keras.KerasTensor(inputs.shape, dtype=dtype)
@@ -137,10 +150,10 @@ class SeededLayer(keras.layers.Layer):
     def _stateful_variables(self):
         return _keras.own_variables(self) + [self.seed_generator.state]
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict[str, Any]) -> None:
         save_variables(store, self._stateful_variables())
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict[str, Any]) -> None:
         """Check every value before assigning any: a tampered or mismatched file
         changes nothing. The loaded hyperparameter is what the layer then uses
         and reports (`rate`, `get_config`), unless it holds a schedule."""
@@ -172,10 +185,12 @@ class SeededLayer(keras.layers.Layer):
                 f"{error}"
             ) from None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(
+        self, input_shape: tuple[int | None, ...]
+    ) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {self.held: _schedule.to_config(self._held_value), "seed": self.seed}

@@ -1,9 +1,16 @@
 """BernoulliDropout: inverted dropout in training."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
 import keras
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_regs import _schedule
+from keras_regs._types import Tensor
 from keras_regs._validation import (
     RATE_MAX,
     check_data_format,
@@ -62,18 +69,25 @@ class BernoulliDropout(SeededLayer):
     held_check = staticmethod(check_rate)
     held_max = RATE_MAX
 
-    def __init__(self, rate, noise_shape=None, seed=None, inserted_by=None, **kwargs):
+    def __init__(
+        self,
+        rate: float | LearningRateSchedule,
+        noise_shape: Sequence[int | None] | None = None,
+        seed: int | None = None,
+        inserted_by: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         rate = _schedule.check(rate, "rate", check_rate)
         noise_shape = check_noise_shape(noise_shape)
         super().__init__(inserted_by=inserted_by, value=rate, seed=seed, **kwargs)
         self.noise_shape = noise_shape
 
     @property
-    def rate(self):
+    def rate(self) -> float | LearningRateSchedule:
         return self._held_value
 
     @rate.setter
-    def rate(self, value):
+    def rate(self, value: float | LearningRateSchedule) -> None:
         self._set_held(_schedule.check(value, "rate", check_rate))
 
     def _mask_shape(self, inputs):
@@ -101,11 +115,13 @@ class BernoulliDropout(SeededLayer):
                 f"noise_shape={self.noise_shape!r}"
             )
 
-    def compute_output_spec(self, inputs, *args, **kwargs):
+    def compute_output_spec(
+        self, inputs: keras.KerasTensor, *args: Any, **kwargs: Any
+    ) -> keras.KerasTensor:
         self._check_rank(inputs.shape)
         return super().compute_output_spec(inputs, *args, **kwargs)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Tensor, training: bool | None = False) -> Tensor:
         dtype = self._check_input(inputs)
         if not training:
             return inputs
@@ -121,7 +137,7 @@ class BernoulliDropout(SeededLayer):
         kept = inputs / ops.cast(1.0 - ops.cast(rate, wide), dtype)
         return ops.where(keep, kept, ops.zeros_like(inputs))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         if self.noise_shape is not None:
             config["noise_shape"] = list(self.noise_shape)
@@ -150,7 +166,14 @@ class _SpatialDropout(BernoulliDropout):
 
     rank = None  # the number of spatial axes, set by subclasses
 
-    def __init__(self, rate, data_format=None, seed=None, inserted_by=None, **kwargs):
+    def __init__(
+        self,
+        rate: float | LearningRateSchedule,
+        data_format: Literal["channels_last", "channels_first"] | None = None,
+        seed: int | None = None,
+        inserted_by: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if "noise_shape" in kwargs:
             raise TypeError(
                 f"{type(self).__name__} takes no `noise_shape`: its mask is one "
@@ -169,7 +192,7 @@ class _SpatialDropout(BernoulliDropout):
             return (shape[0], shape[1], *ones)
         return (shape[0], *ones, shape[-1])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["data_format"] = self.data_format
         return config

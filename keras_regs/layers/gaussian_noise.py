@@ -1,9 +1,15 @@
 """GaussianNoise: additive zero-mean Gaussian noise in training."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_regs import _schedule
+from keras_regs._types import Tensor
 from keras_regs._validation import check_non_negative
 from keras_regs.layers._seeded import SeededLayer
 
@@ -47,7 +53,13 @@ class GaussianNoise(SeededLayer):
     held = "stddev"
     held_check = staticmethod(check_non_negative)
 
-    def __init__(self, stddev, seed=None, inserted_by=None, **kwargs):
+    def __init__(
+        self,
+        stddev: float | LearningRateSchedule,
+        seed: int | None = None,
+        inserted_by: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(
             inserted_by=inserted_by,
             value=_schedule.check(stddev, "stddev", check_non_negative),
@@ -56,14 +68,14 @@ class GaussianNoise(SeededLayer):
         )
 
     @property
-    def stddev(self):
+    def stddev(self) -> float | LearningRateSchedule:
         return self._held_value
 
     @stddev.setter
-    def stddev(self, value):
+    def stddev(self, value: float | LearningRateSchedule) -> None:
         self._set_held(_schedule.check(value, "stddev", check_non_negative))
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Tensor, training: bool | None = False) -> Tensor:
         dtype = self._check_input(inputs)
         if not training:
             return inputs

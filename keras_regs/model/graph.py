@@ -1,5 +1,7 @@
 """Walking a model: every layer once, nested models included, with its role."""
 
+from __future__ import annotations
+
 import dataclasses
 import numbers
 
@@ -231,7 +233,9 @@ def hidden_ends(infos):
     return ends
 
 
-def layer_output(model, layer, call=None):
+def layer_output(
+    model: keras.Model, layer: str | keras.layers.Layer, call: int | None = None
+) -> keras.KerasTensor | list[keras.KerasTensor]:
     """The output of `layer` in `model`'s own graph: what
     `model.get_layer(name).output` means, for any model.
 
@@ -244,7 +248,11 @@ def layer_output(model, layer, call=None):
     works on that model; this function works on every model:
 
     ```python
-    features = keras.Model(model.input, keras_regs.layer_output(model, "dense_1"))
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model = keras_regs.regularize_model(model, hidden_dropout=0.3)
+    features = keras.Model(model.input, keras_regs.layer_output(model, "hidden"))
     ```
 
     Args:
@@ -254,7 +262,8 @@ def layer_output(model, layer, call=None):
             layers, tied embeddings), in graph order; required then.
 
     Returns:
-        The output tensor (or the structure of tensors) of that call.
+        The output tensor of that call, or the list of its output tensors when
+            the layer returns several (an LSTM with `return_state=True`).
 
     Raises:
         TypeError: `model` is not a Functional or Sequential model, or `layer`

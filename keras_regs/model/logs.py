@@ -1,5 +1,7 @@
 """log_penalties: the data loss and each penalty keyword in fit's logs."""
 
+from __future__ import annotations
+
 import contextlib
 import warnings
 
@@ -140,7 +142,7 @@ def names(model):
     return [DATA, *keywords, *([OTHER] if other else [])]
 
 
-def log_penalties(model, enabled=True):
+def log_penalties(model: keras.Model, enabled: bool = True) -> keras.Model:
     """Log the data loss and each penalty keyword's term during fit and evaluate.
 
     After this call, `fit` and `evaluate` report, beside `loss`, `data_loss` (the
@@ -179,6 +181,19 @@ def log_penalties(model, enabled=True):
 
     Returns:
         The model.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(1, kernel_regularizer=keras_regs.WeightL2(1e-4)),
+    ])
+    model = keras_regs.log_penalties(model)
+    model.compile("sgd", "mse")
+    history = model.fit(np.random.rand(16, 8), np.random.rand(16, 1), verbose=0)
+    assert sorted(history.history) == ["data_loss", "loss", "weight_l2"]
+    ```
     """
     check_model(model)
     if not isinstance(enabled, bool):
@@ -236,7 +251,7 @@ def _carry(old, new):
     new.sums.assign(values)
 
 
-def bind_schedules(model):
+def bind_schedules(model: keras.Model) -> keras.Model:
     """Connect the model's scheduled strengths, rates and stddevs to its optimizer.
 
     A `keras.optimizers.schedules.LearningRateSchedule` given as a strength, a

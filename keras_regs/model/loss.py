@@ -1,12 +1,16 @@
 """regularization_loss: the penalties of a model, for custom training loops."""
 
+from __future__ import annotations
+
+import keras
 from keras import ops
 
 from keras_regs import _backend
+from keras_regs._types import Tensor
 from keras_regs.model.graph import check_model
 
 
-def regularization_loss(model):
+def regularization_loss(model: keras.Model) -> Tensor:
     """The model's penalties as one float32 scalar, scaled for the strategy.
 
     The sum of `model.losses` (weight penalties, and the activity penalties and
@@ -16,6 +20,14 @@ def regularization_loss(model):
     loop, after the forward pass:
 
     ```python
+    import tensorflow as tf
+
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(1, kernel_regularizer=keras_regs.WeightL2(1e-4)),
+    ])
+    x, y = np.random.rand(8, 4), np.random.rand(8, 1)
+    GLOBAL_BATCH = 8  # the batch size over all replicas
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
         loss = tf.nn.compute_average_loss(
@@ -23,6 +35,7 @@ def regularization_loss(model):
             global_batch_size=GLOBAL_BATCH,
         )
         loss += keras_regs.regularization_loss(model)
+    gradients = tape.gradient(loss, model.trainable_weights)
     ```
 
     Under `tf.distribute.MirroredStrategy` each replica then adds `1 / replicas`

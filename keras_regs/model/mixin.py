@@ -8,6 +8,10 @@ adds the `regularize_model` calls to the config and replays them once the loaded
 model is built.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 
 from keras_regs.model.logs import connect, connected, holds_any
@@ -54,7 +58,7 @@ class RegularizationMixin:
             return {**super().get_config(), "units": self.units}
 
     model = Net()
-    model(x)  # build it
+    model(np.zeros((1, 8)))  # build it
     keras_regs.regularize_model(model, weight_l2=1e-4)
     model.save("net.keras")
     keras.saving.load_model("net.keras").losses  # the same penalties
@@ -65,7 +69,7 @@ class RegularizationMixin:
     # here instead of through the `Regularized` subclass).
     _keras_regs_mixin = True
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         specs = [dict(spec) for spec in getattr(self, _SPECS, None) or []]
         logs = logs_enabled(self)
@@ -77,7 +81,7 @@ class RegularizationMixin:
             config[CONFIG_KEY] = {"calls": specs, "logs": logs}
         return config
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The record arrives with the rest of the config, through the
         # constructor's **kwargs: whatever `from_config` the class uses (its own,
         # or Keras' `cls(**config)`) passes it on.
@@ -89,7 +93,7 @@ class RegularizationMixin:
         # an empty list still connects the loaded model (logs, schedules)
         setattr(self, _PENDING, None if record is None else specs)
 
-    def build_from_config(self, config):
+    def build_from_config(self, config: dict[str, Any]) -> None:
         super().build_from_config(config)
         # Keras builds a subclassed model here by tracing `call`, which builds
         # its layers, and marks the model built only after this returns.
@@ -97,7 +101,7 @@ class RegularizationMixin:
             self.built = True
         self._replay_regularization()
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if getattr(self, _PENDING, None) and not self.built and args:
             # Build first (as loading does), so that the penalties are attached
             # before this call computes its losses, and before `fit` traces.

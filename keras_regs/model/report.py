@@ -5,6 +5,12 @@ stdout or through `print_fn`), and return None; `summary_rows` and
 `preview_rows` return the same rows, as dicts, for code that reads them.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
 import rich.console
 import rich.markup
 import rich.table
@@ -12,6 +18,7 @@ from absl import logging
 from keras import config, ops
 
 from keras_regs import _schedule, _terms
+from keras_regs._types import Tensor
 from keras_regs.layers._seeded import SeededLayer
 from keras_regs.layers.contractive import Contractive
 from keras_regs.model import insert, penalize
@@ -234,7 +241,7 @@ def _summary(model, x):
     return penalties, layers, _skipped_rows(model, groups, state)
 
 
-def summary_rows(model, x=None):
+def summary_rows(model: keras.Model, x: Tensor | None = None) -> list[dict[str, Any]]:
     """What `summary` prints, as a list of dicts, for code that reads it.
 
     One dict per row of the table (a penalty and keyword, or an inserted layer),
@@ -258,7 +265,13 @@ def summary_rows(model, x=None):
     Example:
 
     ```python
-    rows = keras_regs.summary_rows(model, x=x_batch)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(1),
+    ])
+    model = keras_regs.regularize_model(model, weight_l2=1e-4, hidden_l1=1e-3)
+    rows = keras_regs.summary_rows(model, x=np.random.rand(4, 8))
     weight_l2 = sum(r["value"] for r in rows if r["keyword"] == "weight_l2")
     ```
     """
@@ -282,7 +295,7 @@ def _preview(model, **spec):
     return rows, [request.keyword for request in penalties]
 
 
-def preview_rows(model, **spec):
+def preview_rows(model: keras.Model, **spec: Any) -> list[dict[str, Any]]:
     """What `preview` prints, as a list of dicts, for code that reads it.
 
     Takes `regularize_model`'s keyword arguments and raises its errors; changes
@@ -292,15 +305,23 @@ def preview_rows(model, **spec):
 
     Args:
         model: a built `keras.Model`.
-        **spec: `regularize_model`'s keyword arguments.
+        **spec: `regularize_model`'s keyword arguments (its options and
+            keywords).
 
     Returns:
-        A list of dicts.
+        A list of dicts, with the keys of `summary_rows`' rows.
 
     Example:
 
     ```python
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(1),
+    ])
     rows = keras_regs.preview_rows(model, weight_l2=1e-4, hidden_dropout=0.3)
+    classes = [row["class"] for row in rows]  # what would be attached
+    assert classes == ["WeightL2", "WeightL2", "BernoulliDropout"]
     ```
     """
     return _preview(model, **spec)[0]
@@ -446,7 +467,12 @@ def _keywords(penalties):
     return list(dict.fromkeys(row["keyword"] for row in penalties))
 
 
-def summary(model, x=None, print_fn=None, line_length=None):
+def summary(
+    model: keras.Model,
+    x: Tensor | None = None,
+    print_fn: Callable[[str], Any] | None = None,
+    line_length: int | None = None,
+) -> None:
     """Print what is attached where: penalties, their values, inserted layers.
 
     Printed as `model.summary()` prints: a table, then the totals, then the
@@ -464,9 +490,6 @@ def summary(model, x=None, print_fn=None, line_length=None):
     with why (a bias without `include_bias=True`, a normalization weight no
     pattern names, a kernel no keyword selects).
 
-    Returns None, as `model.summary()` does; `keras_regs.summary_rows` returns
-    the rows instead.
-
     Args:
         model: a built `keras.Model`.
         x: optional input data to evaluate activity penalties on.
@@ -477,9 +500,18 @@ def summary(model, x=None, print_fn=None, line_length=None):
         line_length: the width of the printed lines (cells wrap to fit); by
             default the terminal's width, or with `print_fn`, the table's own.
 
+    Returns:
+        None, as `model.summary()` does (`keras_regs.summary_rows` returns the
+            rows instead).
+
     Example:
 
     ```python
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(1),
+    ])
     model = keras_regs.regularize_model(model, weight_l2=1e-4, hidden_dropout=0.3)
     keras_regs.summary(model)
     ```
@@ -492,7 +524,13 @@ def summary(model, x=None, print_fn=None, line_length=None):
     _print(title, penalties + layers, totals, skipped, print_fn, line_length, missing)
 
 
-def preview(model, *, print_fn=None, line_length=None, **spec):
+def preview(
+    model: keras.Model,
+    *,
+    print_fn: Callable[[str], Any] | None = None,
+    line_length: int | None = None,
+    **spec: Any,
+) -> None:
     """Print what `regularize_model` would attach, without changing the model.
 
     Takes `regularize_model`'s keyword arguments (`**spec`) and raises the same
@@ -501,17 +539,24 @@ def preview(model, *, print_fn=None, line_length=None, **spec):
     (`after <anchor>`), printed as `summary` prints them, then the total that
     each penalty keyword of the call would add, and the overall total.
 
-    Returns None; `keras_regs.preview_rows` returns the rows instead.
-
     Args:
         model: a built `keras.Model`.
         print_fn: as in `summary`.
         line_length: as in `summary`.
-        **spec: `regularize_model`'s keyword arguments.
+        **spec: `regularize_model`'s keyword arguments (its options and
+            keywords).
+
+    Returns:
+        None (`keras_regs.preview_rows` returns the rows instead).
 
     Example:
 
     ```python
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(1),
+    ])
     keras_regs.preview(model, weight_l2=1e-4, hidden_dropout=0.3)
     ```
     """

@@ -13,7 +13,10 @@ penalty on the variable alone, and the model keeps it through the record that
 `keras_regs.model.persist` writes into its config.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TypeVar
 
 import keras
 
@@ -391,9 +394,12 @@ def owns_kernel(layer, listed=True):
 
 # Layer classes declared with `register_layer`, looked up before `TABLE`.
 _REGISTERED = []
+LayerT = TypeVar("LayerT", bound=keras.layers.Layer)
 
 
-def register_layer(cls, weights, owner=None):
+def register_layer(
+    cls: type[LayerT], weights: dict[str, str], owner: str | None = None
+) -> type[LayerT]:
     """Declare a custom layer class: its weights and the config attributes that
     save each one's penalty (the `TABLE` of built-in layers, for your own).
 
@@ -415,12 +421,40 @@ def register_layer(cls, weights, owner=None):
             attributes (`"cell"` for an RNN), or `None` for the layer itself.
 
     Returns:
-        `cls`, so that it can be used as a class decorator.
+        `cls`, unchanged.
 
     Example:
 
     ```python
+    @keras.saving.register_keras_serializable(package="my_project")
+    class MyDense(keras.layers.Layer):
+        def __init__(self, units, w_regularizer=None, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+            self.w_regularizer = keras.regularizers.get(w_regularizer)
+
+        def build(self, input_shape):
+            self.w = self.add_weight(
+                shape=(input_shape[-1], self.units),
+                name="w",
+                regularizer=self.w_regularizer,
+            )
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.w)
+
+        def get_config(self):
+            return {
+                **super().get_config(),
+                "units": self.units,
+                "w_regularizer": keras.regularizers.serialize(self.w_regularizer),
+            }
+
     keras_regs.register_layer(MyDense, {"w": "w_regularizer"})
+    model = keras.Sequential([keras.Input((4,)), MyDense(3, name="mine")])
+    model = keras_regs.regularize_model(model, weight_l2=1e-4)
+    config = model.get_layer("mine").get_config()  # saves the penalty
+    assert config["w_regularizer"]["class_name"] == "Penalties"
     ```
     """
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):

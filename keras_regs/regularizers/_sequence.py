@@ -1,7 +1,10 @@
 """What the recurrent penalties share: the 3-D check and the padded-step mask."""
 
+from __future__ import annotations
+
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers.base import Regularizer
 
 
@@ -22,7 +25,7 @@ class SequencePenalty(Regularizer):
 
     target = "activity"
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         if len(x.shape) != 3:
             raise ValueError(
                 f"{type(self).__name__} expects a sequence output of shape (batch, "
@@ -31,13 +34,13 @@ class SequencePenalty(Regularizer):
             )
         return super().__call__(x)
 
-    def mask(self, x):
+    def mask(self, x: Tensor) -> Tensor:
         previous = ops.concatenate([ops.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
         changed = ops.any(ops.not_equal(x, previous), axis=-1)
         nonzero = ops.any(ops.not_equal(x, 0), axis=-1)
         real = ops.cast(ops.logical_and(changed, nonzero), "float32")  # (batch, time)
         return self.pair_mask(real[:, 1:] * real[:, :-1])
 
-    def pair_mask(self, pairs):
+    def pair_mask(self, pairs: Tensor) -> Tensor:
         """`pairs` (batch, time - 1) shaped like the terms of `call`."""
         return pairs

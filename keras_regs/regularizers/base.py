@@ -1,12 +1,17 @@
 """The base class of every keras_regs penalty, and the keyword registry."""
 
+from __future__ import annotations
+
 import difflib
 import re
+from typing import Any, Literal, Self
 
 import keras
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_regs import _schedule, _terms
+from keras_regs._types import Tensor
 from keras_regs._validation import (
     check_config_keys,
     check_non_negative,
@@ -51,7 +56,7 @@ def _register(cls):
     _terms.register_name(snake_case(cls.__name__))  # its entry in the logs
 
 
-def keywords():
+def keywords() -> dict[str, type[Regularizer]]:
     """All registered penalty keywords, mapped to their classes.
 
     Every concrete subclass of `keras_regs.Regularizer` registers itself under its
@@ -60,22 +65,35 @@ def keywords():
 
     Returns:
         A new dict `{keyword: class}`, sorted by keyword.
+
+    Example:
+
+    >>> keywords = keras_regs.regularizers.keywords()
+    >>> keywords["weight_l2"] is keywords["weight_decay"] is keras_regs.WeightL2
+    True
     """
     return dict(sorted(_REGISTRY.items()))
 
 
-def lookup(keyword):
+def lookup(keyword: str) -> type[Regularizer]:
     """Return the penalty class registered under `keyword`.
 
-    Example:
+    Args:
+        keyword: a penalty keyword (`"weight_l2"`) or an alias of one
+            (`"weight_decay"`), as `keras_regs.regularizers.keywords()` lists them.
 
-    >>> keras_regs.regularizers.lookup("weight_decay")
-    <class 'keras_regs.regularizers.weight_l2.WeightL2'>
+    Returns:
+        The `keras_regs.Regularizer` subclass registered under `keyword`.
 
     Raises:
         TypeError: `keyword` is not a string.
         ValueError: no penalty is registered under `keyword`; the message suggests
             the closest keywords.
+
+    Example:
+
+    >>> keras_regs.regularizers.lookup("weight_decay")
+    <class 'keras_regs.regularizers.weight_l2.WeightL2'>
     """
     if not isinstance(keyword, str):
         raise TypeError(
@@ -145,8 +163,8 @@ class Regularizer(keras.regularizers.Regularizer):
     ```
     """
 
-    target = "weights"
-    aliases = ()
+    target: str = "weights"  # or "activity"
+    aliases: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -163,26 +181,30 @@ class Regularizer(keras.regularizers.Regularizer):
         if cls.call is not Regularizer.call:
             _register(cls)
 
-    def __init__(self, strength=DEFAULT_STRENGTH, reduction="sum"):
+    def __init__(
+        self,
+        strength: float | LearningRateSchedule | None = 0.01,  # DEFAULT_STRENGTH
+        reduction: Literal["sum", "mean"] = "sum",
+    ) -> None:
         if strength is None:  # as Keras' L1(None), L2(None)
             strength = DEFAULT_STRENGTH
         self.strength = _schedule.check(strength, "strength", check_non_negative)
         self.reduction = check_reduction(reduction)
 
-    def mask(self, x):
+    def mask(self, x: Tensor) -> Tensor | None:
         """Which terms count: `None` (all of them, the default) or a 0/1 float32
         tensor that broadcasts against `call(x)`'s terms. Masked terms are left
         out of the sum, and out of the count that `"mean"` divides by."""
         return None
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         """Return the penalty's terms for `x` (already cast to float32)."""
         raise NotImplementedError(
             f"{type(self).__name__} must implement `call(self, x)`, returning the "
             "penalty's terms as a tensor."
         )
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         received = x
         x = ops.cast(x, "float32")
         terms = ops.cast(self.call(x), "float32")
@@ -208,17 +230,17 @@ class Regularizer(keras.regularizers.Regularizer):
         )
         return value
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "strength": _schedule.to_config(self.strength),
             "reduction": self.reduction,
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Self:
         check_config_keys(cls, config)
         return cls(**config)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"

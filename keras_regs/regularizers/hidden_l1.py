@@ -1,8 +1,11 @@
 """HiddenL1: an L1 penalty on activations (theanets' `hidden_l1`, `hidden_sparsity`)."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers.base import Regularizer
 
 
@@ -42,5 +45,5 @@ class HiddenL1(Regularizer):
     target = "activity"
     aliases = ("hidden_sparsity",)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         return ops.abs(x)

@@ -1,8 +1,11 @@
 """HiddenL2: an L2 penalty on activations (Keras' `activity_regularizer=L2(...)`)."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers.base import Regularizer
 
 
@@ -39,5 +42,5 @@ class HiddenL2(Regularizer):
 
     target = "activity"
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         return ops.square(x)

@@ -1,8 +1,13 @@
 """Penalties: what `regularize_model` attaches to a weight or a layer's output."""
 
+from __future__ import annotations
+
+from typing import Any, Self
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs._validation import check_config_keys
 
 
@@ -18,18 +23,27 @@ class Penalties(keras.regularizers.Regularizer):
     `keras_regs.strip_regularization` puts back. The sum is computed in float32.
 
     Args:
-        penalties: a dict `{keyword: regularizer}`, in the order they were attached.
-        base: the regularizer that was in the slot before, or `None`.
+        penalties: a dict `{keyword: regularizer}`, in the order they were
+            attached; a regularizer may also be given as its serialized config
+            (as `get_config` writes it).
+        base: the regularizer that was in the slot before (or its config), or
+            `None`.
 
     Example:
 
-    ```python
-    layer.kernel_regularizer  # after regularize_model(model, weight_l2=1e-4)
-    # Penalties(weight_l2=WeightL2(strength=0.0001, reduction='sum'))
-    ```
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4,)), keras.layers.Dense(2, name="out")]
+    ... )
+    >>> model = keras_regs.regularize_model(model, weight_l2=1e-4)
+    >>> model.get_layer("out").kernel_regularizer
+    Penalties(weight_l2=WeightL2(strength=0.0001, reduction='sum'))
     """
 
-    def __init__(self, penalties, base=None):
+    def __init__(
+        self,
+        penalties: dict[str, keras.regularizers.Regularizer | dict[str, Any]],
+        base: keras.regularizers.Regularizer | dict[str, Any] | None = None,
+    ) -> None:
         if not isinstance(penalties, dict):
             raise TypeError(
                 "Invalid type for argument `penalties`. Expected a dict "
@@ -42,14 +56,14 @@ class Penalties(keras.regularizers.Regularizer):
         }
         self.base = None if base is None else _regularizer(base, "base")
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         terms = [self.base, *self.penalties.values()]
         values = [ops.cast(term(x), "float32") for term in terms if term is not None]
         if not values:
             return ops.zeros((), "float32")
         return values[0] if len(values) == 1 else ops.sum(ops.stack(values))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "penalties": {
                 keyword: keras.regularizers.serialize(penalty)
@@ -61,11 +75,11 @@ class Penalties(keras.regularizers.Regularizer):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Self:
         check_config_keys(cls, config)
         return cls(**config)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         parts = [
             f"{keyword}={penalty!r}" for keyword, penalty in self.penalties.items()
         ]

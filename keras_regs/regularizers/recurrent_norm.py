@@ -1,8 +1,11 @@
 """RecurrentNorm: the norm stabilizer of Krueger and Memisevic (2016)."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers._sequence import SequencePenalty
 
 
@@ -43,6 +46,6 @@ class RecurrentNorm(SequencePenalty):
         ICLR 2016.
     """
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         norms = ops.sqrt(ops.sum(ops.square(x), axis=-1))
         return ops.square(norms[:, 1:] - norms[:, :-1])

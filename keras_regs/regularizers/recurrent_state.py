@@ -1,8 +1,11 @@
 """RecurrentState: a penalty on changes of a recurrent layer's state."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers._sequence import SequencePenalty
 
 
@@ -19,8 +22,9 @@ class RecurrentState(SequencePenalty):
     - `reduction="mean"`: `s * mean of (h[t] - h[t-1])**2` over the batch, the
       steps t >= 1 and the units.
 
-    Padded steps (a Keras mask upstream) do not count; see `SequencePenalty` in
-    the docs for how they are found. A tensor that is not 3-D raises `ValueError`.
+    Padded steps (a Keras mask upstream) do not count, as for `RecurrentNorm`
+    (the penalty reads them off the output: docs/recurrent.md says how). A
+    tensor that is not 3-D raises `ValueError`.
 
     Args:
         strength: the coefficient `s`, a finite number >= 0, or a schedule of
@@ -38,8 +42,8 @@ class RecurrentState(SequencePenalty):
     ```
     """
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         return ops.square(x[:, 1:] - x[:, :-1])
 
-    def pair_mask(self, pairs):
+    def pair_mask(self, pairs: Tensor) -> Tensor:
         return pairs[..., None]

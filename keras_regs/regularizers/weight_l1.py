@@ -1,8 +1,11 @@
 """WeightL1: an L1 penalty on weights (theanets' `weight_l1`, `weight_sparsity`)."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers.base import Regularizer
 
 
@@ -33,5 +36,5 @@ class WeightL1(Regularizer):
     target = "weights"
     aliases = ("weight_sparsity",)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         return ops.abs(x)

@@ -1,8 +1,11 @@
 """WeightL2: an L2 penalty on weights (theanets' `weight_l2`, `weight_decay`)."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
+from keras_regs._types import Tensor
 from keras_regs.regularizers.base import Regularizer
 
 
@@ -35,5 +38,5 @@ class WeightL2(Regularizer):
     target = "weights"
     aliases = ("weight_decay",)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         return ops.square(x)
