@@ -108,7 +108,12 @@ demo: $(DEMO_STAMP)
 
 # The publishing rehearsal: the sdist and the wheel into dist/, checked by twine
 # (the README renders on a package index, the metadata is complete).
+# MANIFEST.in grafts whole folders, so a file not committed would ship: refused.
 dist: $(STAMP)
+	@if [ -d .git ] && git status --porcelain --untracked-files=all | grep '^??'; then \
+		echo "make dist: the untracked files above would ship in the sdist; commit or remove them" >&2; \
+		exit 1; \
+	fi
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*

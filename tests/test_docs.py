@@ -147,6 +147,29 @@ def test_the_site_builds_strictly_with_an_anchor_for_each_reference(tmp_path):
     check_signatures(page)
     check_types(page)
     check_regularize_model(page)
+    check_self_contained(site)
+
+
+def check_self_contained(site):
+    """Opened from disk with no network, every page links pages as files and
+    loads nothing from another host (no unpkg.com shim, no Google Fonts), and the
+    search index is inlined in a script (the offline plugin)."""
+    # (404.html is the web server's page: absolute paths under site_url)
+    pages = sorted(p for p in site.glob("*.html") if p.name != "404.html")
+    assert len(pages) > 20
+    for page in pages:
+        with open(page) as f:
+            markup = f.read()
+        remote = re.findall(r'<script[^>]+src="(https?:[^"]+)"', markup) + [
+            href
+            for tag, href in re.findall(r'(<link[^>]+href="(https?:[^"]+)")', markup)
+            if 'rel="canonical"' not in tag
+        ]
+        assert not remote, (page.name, remote)
+        links = re.findall(r'<a[^>]+href="([^"#:]+)(?:#[^"]*)?"', markup)
+        assert all(link.endswith(".html") for link in links if link), (page.name, links)
+        assert 'src="javascripts/iframe-worker-shim.js"' in markup, page.name
+    assert (site / "search" / "search_index.js").is_file()
 
 
 def text(markup):

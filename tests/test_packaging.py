@@ -64,8 +64,18 @@ def test_the_sdist_holds_every_tracked_file(dist):
     sdist, _ = dist
     with tarfile.open(sdist) as archive:
         members = {m.name.split("/", 1)[1] for m in archive.getmembers() if m.isfile()}
-    missing = sorted(tracked_files() - members - {".gitignore"})
+    tracked = tracked_files()
+    missing = sorted(tracked - members - {".gitignore"})
     assert not missing, f"tracked but not in the sdist: {missing}"
+    # ... and nothing else: no untracked file of a working tree, only what
+    # setuptools writes (PKG-INFO, setup.cfg, the egg-info).
+    stray = sorted(
+        m
+        for m in members - tracked
+        if m not in ("PKG-INFO", "setup.cfg")
+        and not m.startswith("keras_regs.egg-info/")
+    )
+    assert not stray, f"in the sdist but not tracked: {stray}"
 
 
 def test_the_sdists_tests_collect_and_run_from_it(dist, tmp_path):
