@@ -49,10 +49,12 @@ def _terms_of(history, validation=False):
     """
     logs = _logs(history)
     prefix = "val_" if validation else ""
-    if prefix + DATA not in logs or prefix + "loss" not in logs:
+    missing = [prefix + key for key in (DATA, "loss") if prefix + key not in logs]
+    if missing:
         raise ValueError(
-            f"Invalid value for argument `history`: it has no `{prefix}{DATA}` or "
-            f"`{prefix}loss` entry. Train a model that `keras_regs.regularize_model` "
+            "Invalid value for argument `history`: it has no "
+            + " and no ".join(f"`{key}`" for key in missing)
+            + " entry. Train a model that `keras_regs.regularize_model` "
             "or `keras_regs.log_penalties` prepared (and pass validation data for "
             f"validation=True). Received entries: {sorted(logs)}"
         )

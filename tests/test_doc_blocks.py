@@ -12,13 +12,21 @@ The convention (docs/testing.md, "The docs' code blocks"):
   with the TensorFlow backend, in a temporary directory.
 - A keras_regs warning (`keras_regs.KerasRegsWarning`) is an error, unless the
   block is preceded by `<!-- warns: <reason> -->`: then it must give one.
+- The code blocks a reader sees are the fenced blocks found: the page is rendered
+  as on the site (Python-Markdown with mkdocs.yml's extensions) or, for README.md,
+  as CommonMark (GitHub, PyPI). An indented code block (shown, never run) and a
+  fenced block inside an HTML comment (run, never shown) fail.
+- A `try` with an `except` has an `else:` (that raises), so a block showing an
+  error fails once the error is gone.
 
 A failure names the file, the block and the line of its fence, and the traceback
 points at the Markdown file's own lines.
 """
 
+import ast
 import dataclasses
 import glob
+import html
 import json
 import os
 import re
@@ -27,7 +35,10 @@ import sys
 import textwrap
 
 import keras
+import markdown
 import pytest
+import yaml
+from markdown_it import MarkdownIt
 
 from helpers import TESTS_DIR
 
@@ -121,6 +132,130 @@ def parse(text):
                 ": make it ```python, or precede it with `<!-- skip: <reason> -->`"
             )
     return blocks, problems
+
+
+# What a reader sees. A Markdown page shows other code blocks than the fenced ones
+# the parser above finds: an indented one (four spaces, no fence) shows as code and
+# would not run, a fenced one inside an HTML comment runs but nobody sees it. So the
+# page is also rendered as its readers get it, and the code blocks shown must be
+# exactly the fenced blocks found: docs/*.md by Python-Markdown with the extensions
+# of mkdocs.yml (as mkdocs builds the site: an admonition's indented body is not
+# code), README.md by a CommonMark parser (as GitHub and PyPI show it).
+
+
+def _mkdocs_markdown():
+    with open(os.path.join(ROOT, "mkdocs.yml")) as f:
+        entries = yaml.safe_load(f)["markdown_extensions"]
+    names, configs = [], {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            ((name, config),) = entry.items()
+            configs[name] = config or {}
+        else:
+            name = entry
+        names.append(name)
+    return markdown.Markdown(extensions=names, extension_configs=configs)
+
+
+_PRE = re.compile(r"<pre\b[^>]*>(.*?)</pre>", re.DOTALL)
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def shown_code(text, commonmark=False):
+    """The code blocks a reader sees on the rendered page, in order: a list of
+    `(code, line)`, `line` (of the block's first line, 1-based) None where the
+    renderer does not tell."""
+    if commonmark:
+        tokens = MarkdownIt("commonmark").enable("table").parse(text)
+        return [
+            (token.content, token.map[0] + 1 + (token.type == "fence"))
+            for token in tokens
+            if token.type in ("fence", "code_block")
+        ]
+    page = _mkdocs_markdown().convert(text)
+    visible = _HTML_COMMENT.sub("", page)
+    return [
+        (html.unescape(re.sub(r"<[^>]+>", "", code)), None)
+        for code in _PRE.findall(visible)
+    ]
+
+
+def _same_code(a, b):
+    def lines(code):
+        return [line.rstrip() for line in code.strip("\n").split("\n")]
+
+    return lines(a) == lines(b)
+
+
+def _line_of(text, code):
+    first = next((line for line in code.split("\n") if line.strip()), "")
+    for number, line in enumerate(text.split("\n"), 1):
+        if first and line.strip() == first.strip() and line.startswith("    "):
+            return number
+    return "?"
+
+
+def render_problems(text, blocks, commonmark=False):
+    """The differences between the fenced `blocks` of `text` and the code blocks
+    its readers see (`shown_code`): a list of messages naming their lines."""
+    problems, pending = [], list(blocks)
+    for code, line in shown_code(text, commonmark):
+        found = next(
+            (k for k, block in enumerate(pending) if _same_code(block.code, code)),
+            None,
+        )
+        if found is None:
+            problems.append(
+                f"line {line or _line_of(text, code)}: an indented code block "
+                "(four spaces, no fence) shows as code but never runs: fence it "
+                "(```python, or another language after `<!-- skip: <reason> -->`), "
+                "or indent it less"
+            )
+            continue
+        hidden, pending = pending[:found], pending[found + 1 :]
+        problems += [_hidden(block) for block in hidden]
+    problems += [_hidden(block) for block in pending]
+    return problems
+
+
+def _hidden(block):
+    return (
+        f"block {block.index} (line {block.line}) is not shown on the rendered "
+        "page (inside an HTML comment `<!-- ... -->`?): readers never see it, so "
+        "it does not belong in the docs' tests either; show it or delete it"
+    )
+
+
+def catch_problems(blocks):
+    """A block that catches an exception to show it must fail when none comes: a
+    `try` with an `except` needs an `else:` (that raises), or the block would
+    pass just the same once the error it shows is gone."""
+    problems = []
+    for block in blocks:
+        if block.skip is not None or block.language != "python":
+            continue
+        try:
+            tree = ast.parse(block.code)
+        except SyntaxError:
+            continue  # running the block reports it
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try | ast.TryStar) and node.handlers:
+                if not node.orelse:
+                    problems.append(
+                        f"line {block.line + node.lineno}: a `try` that catches an "
+                        "error passes when none is raised: add `else: raise "
+                        "AssertionError(...)`"
+                    )
+    return problems
+
+
+def page_problems(page, text):
+    """All the problems of a page: its markers, its unmarked blocks, the code
+    blocks its readers see that are not its fenced blocks (or the reverse), and
+    the `try` blocks that cannot fail."""
+    blocks, problems = parse(text)
+    problems += render_problems(text, blocks, commonmark=page == "README.md")
+    return problems + catch_problems(blocks)
 
 
 def read(page):
@@ -239,8 +374,8 @@ def run_page(
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_block_is_python_or_marked(page):
-    _, problems = parse(read(page))
+def test_every_block_is_python_or_marked_and_shown(page):
+    problems = page_problems(page, read(page))
     assert not problems, f"{page}:\n" + "\n".join(problems)
 
 
@@ -342,3 +477,78 @@ def test_a_warning_fails_unless_the_block_is_marked_and_gives_one(tmp_path):
     silent = "<!-- warns: it should -->\n```python\nx = 1\n```\n"
     with pytest.raises(pytest.fail.Exception, match="gave no RuntimeWarning"):
         run_page("w.md", parse(silent)[0], str(tmp_path), "", "builtins.RuntimeWarning")
+
+
+# A page shows what its renderer makes of it: on the docs site (Python-Markdown with
+# mkdocs.yml's extensions) and on GitHub and PyPI (CommonMark, for README.md).
+
+_SHOWN_PAGE = """\
+# A page
+
+Some text.
+
+!!! note
+    An admonition's indented body is text, not code.
+
+- A list item
+
+    with a paragraph indented under it.
+
+```python
+a = 1
+```
+
+1. A step:
+
+    ```python
+    b = a + 1
+    ```
+"""
+
+
+@pytest.mark.parametrize("commonmark", [False, True], ids=["mkdocs", "commonmark"])
+def test_the_fenced_blocks_are_the_code_a_reader_sees(commonmark):
+    blocks, problems = parse(_SHOWN_PAGE)
+    assert problems == [] and len(blocks) == 2
+    if commonmark:  # CommonMark knows no admonitions: GitHub shows that as code
+        page = _SHOWN_PAGE.replace("!!! note\n    An", "> An")
+    else:
+        page = _SHOWN_PAGE
+    assert render_problems(page, blocks, commonmark) == []
+
+
+@pytest.mark.parametrize("commonmark", [False, True], ids=["mkdocs", "commonmark"])
+def test_an_indented_code_block_is_refused(commonmark):
+    page = "# A page\n\nRun this:\n\n    x = 1\n    y = 2\n\n```python\nz = 3\n```\n"
+    problems = page_problems("README.md" if commonmark else "docs/p.md", page)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("line 5: an indented code block"), problems
+
+
+@pytest.mark.parametrize("commonmark", [False, True], ids=["mkdocs", "commonmark"])
+def test_a_block_inside_an_html_comment_is_refused(commonmark):
+    page = (
+        "# A page\n\n<!--\nHidden:\n\n```python\nassert False\n```\n-->\n\n"
+        "```python\nz = 3\n```\n"
+    )
+    problems = page_problems("README.md" if commonmark else "docs/p.md", page)
+    assert problems == [
+        "block 1 (line 6) is not shown on the rendered page (inside an HTML comment "
+        "`<!-- ... -->`?): readers never see it, so it does not belong in the docs' "
+        "tests either; show it or delete it"
+    ]
+
+
+def test_a_try_that_cannot_fail_is_refused():
+    shows = "try:\n    int('x')\nexcept ValueError as error:\n    print(error)\n"
+    page = f"# A page\n\n```python\nimport math\n{shows}```\n"
+    assert page_problems("docs/p.md", page) == [
+        "line 5: a `try` that catches an error passes when none is raised: add "
+        "`else: raise AssertionError(...)`"
+    ]
+    checked = shows + "else:\n    raise AssertionError('no error')\n"
+    assert page_problems("docs/p.md", f"```python\n{checked}```\n") == []
+    # a skipped block is not run, so not checked
+    assert (
+        page_problems("docs/p.md", f"<!-- skip: x -->\n```python\n{shows}```\n") == []
+    )

@@ -16,7 +16,7 @@ keras_regs`) then builds the original class from its own config, exactly as
 Keras would, and replays the recorded calls on it before the weights are read,
 so that inserted layers and their random state find their saved values.
 `forget(model)` (called by `strip_regularization`) gives the model its class
-back. See docs/kerashub.md.
+back. See <https://keras-regs.readthedocs.io/en/latest/kerashub.html>.
 """
 
 import warnings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import keras
@@ -21,8 +22,8 @@ def regularize_model(
     reduction: Literal["sum", "mean"] = "sum",
     include_bias: bool = False,
     seed: int = 13,
-    noise: dict[str, float | LearningRateSchedule | dict[str, Any]] | None = None,
-    dropout: dict[str, float | LearningRateSchedule | dict[str, Any]] | None = None,
+    noise: Mapping[str, float | LearningRateSchedule | dict[str, Any]] | None = None,
+    dropout: Mapping[str, float | LearningRateSchedule | dict[str, Any]] | None = None,
     wrt: Literal["layer", "input"] | None = None,
     **keywords: float | LearningRateSchedule | dict[str, Any] | None,
 ) -> keras.Model:
@@ -67,12 +68,15 @@ def regularize_model(
         include_bias: whether weight penalties also go on biases.
         seed: the seed of the inserted noise and dropout layers (each layer's
             own seed is derived from it and the layer's name).
-        noise: `{pattern: stddev}`: a `keras_regs.layers.GaussianNoise` after
-            each layer (or input) whose name matches `pattern`.
-        dropout: `{pattern: rate}`, or `{pattern: {"rate": rate, "noise_shape":
-            shape}}` (the mask's shape, as in `keras.layers.Dropout`): a
-            `keras_regs.layers.BernoulliDropout` after each layer (or input)
-            whose name matches `pattern`.
+        noise: a dict `{pattern: stddev}`: a `keras_regs.layers.GaussianNoise`
+            after each layer (or input) whose name matches `pattern`. (Typed as
+            a `Mapping`, so that a `dict[str, float]` type-checks; another
+            mapping type than `dict` raises `TypeError`.)
+        dropout: a dict `{pattern: rate}`, or `{pattern: {"rate": rate,
+            "noise_shape": shape}}` (the mask's shape, as in
+            `keras.layers.Dropout`): a `keras_regs.layers.BernoulliDropout` after
+            each layer (or input) whose name matches `pattern`. (A `Mapping`,
+            as `noise`.)
         wrt: what `contractive` differentiates with respect to: `"layer"` (each
             wrapped layer's own input, the default) or `"input"` (the model's
             input, theanets' definition; Functional models). Only with
@@ -256,7 +260,7 @@ def _warn_double_decay(model, penalties):
         "are the same thing (weight_l2=s equals weight_decay=2*s), so the weights "
         "decay twice; with Adam-type optimizers they differ (the penalty's "
         "gradient is rescaled by the adaptive step, the decay is not). Keep one: "
-        "see docs/weight-decay.md.",
+        "see https://keras-regs.readthedocs.io/en/latest/weight-decay.html",
         KerasRegsWarning,
         stacklevel=3,
     )

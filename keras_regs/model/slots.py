@@ -97,7 +97,8 @@ class SimpleRNN(_KERAS_SIMPLE_RNN):
     `layer.activity_regularizer`, counts and `get_config` saves it, but every
     copy made from the config (`.keras` and JSON loading, `from_config`,
     `keras.models.clone_model`, `Bidirectional`'s two directions) comes back
-    without it (docs/recurrent.md holds the report to file upstream).
+    without it (<https://keras-regs.readthedocs.io/en/latest/recurrent.html>
+    holds the report to file upstream).
     `ActivitySlot.set` gives a SimpleRNN this class while it holds what
     `regularize_model` attaches (a `Penalties`, with any regularizer set before
     as its base), and Keras' class back when `strip_regularization` takes it
@@ -407,7 +408,8 @@ def register_layer(
     through these attributes, so that the layer's own config saves them, as it
     does for Keras' `Dense`. A class that is not declared still gets its
     penalties (on the variables, kept through the model's record, see
-    `docs/kerashub.md`), but its own config does not hold them.
+    <https://keras-regs.readthedocs.io/en/latest/kerashub.html>), but its own config
+    does not hold them.
 
     Args:
         cls: a `keras.layers.Layer` subclass.

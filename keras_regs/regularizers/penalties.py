@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Self
 
 import keras
@@ -25,7 +26,9 @@ class Penalties(keras.regularizers.Regularizer):
     Args:
         penalties: a dict `{keyword: regularizer}`, in the order they were
             attached; a regularizer may also be given as its serialized config
-            (as `get_config` writes it).
+            (as `get_config` writes it). (Typed as a `Mapping`, so that a
+            `dict[str, keras_regs.WeightL2]` type-checks; another mapping type
+            than `dict` raises `TypeError`.)
         base: the regularizer that was in the slot before (or its config), or
             `None`.
 
@@ -41,7 +44,7 @@ class Penalties(keras.regularizers.Regularizer):
 
     def __init__(
         self,
-        penalties: dict[str, keras.regularizers.Regularizer | dict[str, Any]],
+        penalties: Mapping[str, keras.regularizers.Regularizer | dict[str, Any]],
         base: keras.regularizers.Regularizer | dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(penalties, dict):

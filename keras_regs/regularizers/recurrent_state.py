@@ -23,7 +23,8 @@ class RecurrentState(SequencePenalty):
       steps t >= 1 and the units.
 
     Padded steps (a Keras mask upstream) do not count, as for `RecurrentNorm`
-    (the penalty reads them off the output: docs/recurrent.md says how). A
+    (the penalty reads them off the output:
+    <https://keras-regs.readthedocs.io/en/latest/recurrent.html> says how). A
     tensor that is not 3-D raises `ValueError`.
 
     Args:
