@@ -2,24 +2,33 @@
 
 Two processes on this machine (127.0.0.1, ports chosen free at run time) form a
 cluster: TensorFlow workers under `tf.distribute.MultiWorkerMirroredStrategy`
-(TF_CONFIG), JAX processes joined by `jax.distributed.initialize` under
+(TF_CONFIG; TensorFlow's gRPC server listens on every interface, without
+authentication, while the test runs), JAX processes joined by
+`keras.distribution.initialize` (the coordinator bound to 127.0.0.1) under
 `keras.distribution.DataParallel` over the global device list
 (tests/scripts/multiworker_tf.py and multiworker_jax.py). Each cluster's results
 are compared with one process training on the global batch, computed here by
 the same functions (to 1e-5): fit's losses and every per-term entry, a custom
 loop adding `keras_regs.regularization_loss`, the final weights. A
-`keras.callbacks.BackupAndRestore` run interrupted and resumed equals an
-uninterrupted one (on TensorFlow the interrupted workers end and new processes
-resume), noise and dropout included; the chief's `.keras` file reloads here
-with every penalty, inserted layer and random state.
+`keras.callbacks.BackupAndRestore` run interrupted (the workers end) and resumed
+by new processes on a new cluster equals the same cluster's uninterrupted run
+bit for bit, weights, random state and optimizer state (SGD with momentum)
+included; on JAX it also equals one process's uninterrupted run (to 1e-5), and
+a model with nothing seeded is the same on both processes. The chief's
+`.keras` file reloads here with every penalty, inserted layer and random state.
 
 Each cluster is bounded by CLUSTER_TIMEOUT seconds, and every worker's process
-group is killed whatever happens; a worker still running after WATCHDOG
-seconds prints its threads' stacks into its log, which a failure shows.
+group is killed whatever happens; a worker dies with the pytest process
+(it sets PR_SET_PDEATHSIG on Linux, and a thread in it watches its parent:
+MULTIWORKER_PARENT), so killing pytest leaves none running; a worker still
+running after WATCHDOG seconds prints its threads' stacks into its log, which a
+failure shows.
 """
 
+import ast
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -39,13 +48,18 @@ WORKERS = 2
 CLUSTER_TIMEOUT = 300  # seconds a cluster may run before it is killed
 WATCHDOG = 240  # seconds after which a worker dumps its stacks and exits
 TOLERANCE = 1e-5
-# A worker that could not listen on its port (taken since it was chosen): the
-# cluster is started again on new ports, once.
+# A worker that could not listen on its port (taken since it was chosen), as its
+# raw log says it: the cluster is started again on new ports, once. (A JAX
+# coordinator on a taken port: "Failed to add port to server", then "Failed to
+# start RPC server", or at times a segmentation fault.)
 PORT_TAKEN = re.compile(
-    r"address already in use|failed to bind|could not start grpc server", re.I
+    r"address already in use|failed to bind|could not start grpc server"
+    r"|failed to add port|failed to start rpc server|segmentation fault",
+    re.I,
 )
-# TensorFlow's and XLA's C++ log lines, left out of a failure message.
-NATIVE_LOG = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before")
+# TensorFlow's and XLA's C++ informational and warning lines, left out of a
+# failure message (errors, E and F, are kept).
+NATIVE_LOG = re.compile(r"^[IW]\d{4} |^WARNING: All log messages before")
 
 
 def scripts_module(name):
@@ -93,8 +107,9 @@ class Cluster:
     happened.
     """
 
-    def __init__(self, commands_for, name, tmp_path):
+    def __init__(self, commands_for, name, tmp_path, ports=WORKERS):
         self.commands_for, self.name, self.tmp_path = commands_for, name, tmp_path
+        self.ports = ports
         self.processes, self.logs, self.attempt = [], [], 0
 
     def __enter__(self):
@@ -109,8 +124,14 @@ class Cluster:
         logs.mkdir()
         self.processes, self.logs = [], []
         self.deadline = time.monotonic() + CLUSTER_TIMEOUT
-        for i, (argv, extra) in enumerate(self.commands_for(free_ports(WORKERS))):
-            env = {**os.environ, **extra, "MULTIWORKER_WATCHDOG": str(WATCHDOG)}
+        commands = self.commands_for(free_ports(self.ports))
+        for i, (argv, extra) in enumerate(commands):
+            env = {
+                **os.environ,
+                **extra,
+                "MULTIWORKER_WATCHDOG": str(WATCHDOG),
+                "MULTIWORKER_PARENT": str(os.getpid()),
+            }
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             env = {key: value for key, value in env.items() if value is not None}
             self.logs.append(logs / f"worker-{i}.log")
@@ -154,7 +175,10 @@ class Cluster:
                     f"--- worker {i} ({path}):\n{tail(path)}"
                     for i, path in enumerate(self.logs)
                 )
-                if self.attempt == 0 and PORT_TAKEN.search(logs):
+                if self.attempt == 0 and any(
+                    PORT_TAKEN.search(pathlib.Path(path).read_text(errors="replace"))
+                    for path in self.logs
+                ):
                     self.attempt += 1
                     self.start()
                     continue
@@ -202,6 +226,17 @@ def assert_resumed(report, logs, arrays, exact=True):
         for key, value in entries.items():
             np.testing.assert_allclose(value, logs[epoch][key], rtol=TOLERANCE)
     assert mw.max_difference(report["resumed"], arrays) < TOLERANCE
+
+
+def assert_saved_by_chief(tmp_path, chief, other):
+    """Every worker saved (and got its own file); the only `.keras` file in the
+    shared directory is the chief's, and the two records agree."""
+    saved = tmp_path / "cluster.keras"
+    assert sorted(tmp_path.rglob("*.keras")) == [saved]
+    assert saved.stat().st_size == chief["saved_bytes"]
+    assert other["saved_bytes"] > 0 and other["saved"] != str(saved)
+    assert chief["record"] == other["record"]
+    assert_reloads_as_saved(saved, chief["record"])
 
 
 def assert_reloads_as_saved(path, record):
@@ -308,6 +343,13 @@ def test_tensorflow_two_workers_count_each_penalty_once(tmp_path):
             raw["penalty"][0], WORKERS * loop["penalty"][0], rtol=TOLERANCE
         )
         assert mw.max_difference(raw["weights"], loop["weights"]) > 1e-3
+    # each worker's rows of the first global batch: rows 0-7, then 8-15
+    x, _ = mw.data()
+    rows = mw.GLOBAL_BATCH // WORKERS
+    assert loop["first_rows"] == x[: mw.GLOBAL_BATCH].tolist()
+    for i, report in enumerate(train):
+        assert report["index"] == i
+        assert report["loop"]["first_rows"] == x[i * rows : (i + 1) * rows].tolist()
 
     for report, resumed in zip(train, resume, strict=True):
         assert_resumed(
@@ -326,11 +368,7 @@ def test_tensorflow_two_workers_count_each_penalty_once(tmp_path):
         assert not np.array_equal(draws[layer, :rows], draws[layer, rows:])
 
     # Saving: the chief's file (the other worker's went to a deleted temp dir)
-    chief, other = resume
-    assert chief["saved"] == str(tmp_path / "cluster.keras")
-    assert not os.path.exists(other["saved"])
-    assert chief["record"] == other["record"]
-    assert_reloads_as_saved(chief["saved"], chief["record"])
+    assert_saved_by_chief(tmp_path, *resume)
 
 
 @pytest.mark.slow
@@ -349,38 +387,53 @@ def test_jax_two_processes_count_each_penalty_once(tmp_path):
 
     script = os.path.join(SCRIPTS, "multiworker_jax.py")
 
-    def commands_for(ports):
-        coordinator = f"127.0.0.1:{ports[0]}"
-        return [
-            (
-                [
-                    script,
-                    coordinator,
-                    str(WORKERS),
-                    str(i),
-                    str(tmp_path / f"jax-{i}.json"),
-                    str(tmp_path),
-                ],
-                {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": None},
-            )
-            for i in range(WORKERS)
-        ]
+    def phase(name):
+        def commands_for(ports):
+            coordinator = f"127.0.0.1:{ports[0]}"
+            return [
+                (
+                    [
+                        script,
+                        name,
+                        coordinator,
+                        str(WORKERS),
+                        str(i),
+                        str(tmp_path / f"{name}-{i}.json"),
+                        str(tmp_path),
+                    ],
+                    {
+                        "JAX_PLATFORMS": "cpu",
+                        "XLA_FLAGS": None,
+                        # JAX's coordinator listens on [::] unless told
+                        "JAX_COORDINATOR_BIND_ADDRESS": coordinator,
+                    },
+                )
+                for i in range(WORKERS)
+            ]
+
+        return Cluster(commands_for, name, tmp_path, ports=1)
 
     worker = scripts_module("multiworker_jax")
     mw = scripts_module("multiworker_common")
-    with Cluster(commands_for, "jax", tmp_path) as running:
+    with phase("train") as running:
         # One process, one device, the global batch, while the cluster trains:
         # the same functions.
         fit = worker.fit_run()
         loop = worker.loop_run()
         model, random_logs = worker.random_fit()
         random_arrays = mw.arrays(model)
-        cluster = running.results()
+        train = running.results()
+    for i in range(WORKERS):
+        with open(tmp_path / f"backup-{i}" / "training_metadata.json") as f:
+            assert json.load(f)["epoch"] == mw.INTERRUPT_AT
+    with phase("resume") as running:
+        resume = running.results()
 
-    for report in cluster:
+    for report in train + resume:
         assert report["processes"] == WORKERS
         assert report["devices"] == WORKERS * report["local_devices"] > WORKERS
         assert report["data_axes"] == ["batch", None]
+    for report in train:
         assert_logs_match(
             report["fit"]["history"],
             fit["history"],
@@ -391,14 +444,51 @@ def test_jax_two_processes_count_each_penalty_once(tmp_path):
         np.testing.assert_allclose(custom["data"], loop["data"], rtol=TOLERANCE)
         np.testing.assert_allclose(custom["penalty"], loop["penalty"], rtol=TOLERANCE)
         assert mw.max_difference(custom["weights"], loop["weights"]) < TOLERANCE
-        # BackupAndRestore on the random model: interrupted, then resumed by
-        # a fresh model. JAX draws the noise and the masks for the global batch
-        # (sharded, not per device), so the cluster's run is one process's
-        # uninterrupted run, noise and dropout included.
-        assert_resumed(report, random_logs, random_arrays, exact=False)
 
-    chief, other = cluster
-    assert chief["saved"] == str(tmp_path / "cluster.keras")
-    assert not os.path.exists(other["saved"])
-    assert chief["record"] == other["record"]
-    assert_reloads_as_saved(chief["saved"], chief["record"])
+    # Nothing seeded: both processes built the same model from the seed
+    # keras.distribution.initialize agreed on (else placing the weights fails),
+    # and it trained the same on both.
+    unseeded = [report["unseeded"] for report in train]
+    assert unseeded[0] == unseeded[1]
+    assert sorted(unseeded[0]["history"]) == [
+        "data_loss",
+        "hidden_l1",
+        "loss",
+        "weight_l2",
+    ]
+    initial = unseeded[0]["initial"]
+    trained = unseeded[0]["weights"][: len(initial)]
+    assert mw.max_difference(initial, trained) > 1e-3
+
+    # BackupAndRestore: interrupted (the processes end), resumed by new
+    # processes on a new cluster; bit for bit the cluster's uninterrupted run,
+    # and, JAX drawing the noise and the masks for the global batch (sharded,
+    # not per device), one process's uninterrupted run, noise and dropout
+    # included.
+    for report, resumed in zip(train, resume, strict=True):
+        both = {**report, **resumed}
+        assert_resumed(both, report["uninterrupted_logs"], report["uninterrupted"])
+        assert_resumed(both, random_logs, random_arrays, exact=False)
+
+    assert_saved_by_chief(tmp_path, *resume)
+
+
+def test_docs_print_the_scripts_fit_patch():
+    """docs/scaling-out.md prints `patch_keras_fit_for_multiworker` as
+    tests/scripts/multiworker_tf.py defines it, character for character."""
+    path = os.path.join(SCRIPTS, "multiworker_tf.py")
+    with open(path) as f:
+        source = f.read()
+    (function,) = [
+        node
+        for node in ast.parse(source).body
+        if getattr(node, "name", None) == "patch_keras_fit_for_multiworker"
+    ]
+    script = ast.get_source_segment(source, function)
+    docs = pathlib.Path(TESTS_DIR).parent / "docs" / "scaling-out.md"
+    blocks = re.findall(r"```python\n(.*?)```", docs.read_text(), re.S)
+    printed = [
+        block for block in blocks if "def patch_keras_fit_for_multiworker" in block
+    ]
+    assert len(printed) == 1
+    assert script in printed[0]

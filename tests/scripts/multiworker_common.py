@@ -13,6 +13,8 @@ import faulthandler
 import json
 import os
 import sys
+import threading
+import time
 
 import keras
 import numpy as np
@@ -24,14 +26,20 @@ if TESTS_DIR not in sys.path:
 import keras_regs  # noqa: E402
 from helpers import seed_states  # noqa: E402
 
-GLOBAL_BATCH, EPOCHS, LEARNING_RATE = 16, 3, 0.1
+GLOBAL_BATCH, EPOCHS, LEARNING_RATE, MOMENTUM = 16, 3, 0.1, 0.9
 # the BackupAndRestore run: RESUME_EPOCHS in all, interrupted as epoch
 # INTERRUPT_AT begins
 RESUME_EPOCHS, INTERRUPT_AT = 4, 2
 
 
-def base_model():
-    """A seeded Functional MLP, 5 -> 8 -> 6 -> 2 (tanh), no penalties."""
+def base_model(seeded=True):
+    """A Functional MLP, 5 -> 8 -> 6 -> 2 (tanh), no penalties; its
+    initializers seeded, or with `seeded=False` drawn from Keras' global seed
+    (on a JAX cluster the one `keras.distribution.initialize` agrees on)."""
+
+    def seed(value):
+        return value if seeded else None
+
     x_in = keras.Input((5,), name="x")
     h = x_in
     for i, units in enumerate((8, 6)):
@@ -39,11 +47,13 @@ def base_model():
             units,
             activation="tanh",
             name=f"dense_{i}",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=i),
-            bias_initializer=keras.initializers.RandomNormal(seed=10 + i),
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed(i)),
+            bias_initializer=keras.initializers.RandomNormal(seed=seed(10 + i)),
         )(h)
     out = keras.layers.Dense(
-        2, name="out", kernel_initializer=keras.initializers.GlorotUniform(seed=9)
+        2,
+        name="out",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed(9)),
     )(h)
     return keras.Model(x_in, out)
 
@@ -68,6 +78,19 @@ def random_model():
     )
 
 
+def unseeded_model():
+    """The random model's penalties and layers with nothing seeded (neither
+    the initializers nor the inserted noise and dropout): every process of a
+    cluster must still build the same model."""
+    return keras_regs.regularize_model(
+        base_model(seeded=False),
+        weight_l2=1e-2,
+        hidden_l1=1e-2,
+        input_noise=0.3,
+        hidden_dropout=0.25,
+    )
+
+
 def data(n=32):
     """n examples (the global data set); fit splits each global batch of
     GLOBAL_BATCH rows between the workers."""
@@ -81,15 +104,27 @@ def probe():
     return np.random.default_rng(1).normal(size=(6, 5)).astype("float32")
 
 
+def optimizer():
+    """SGD with momentum: an optimizer with state (the momentums and the
+    iteration count) that a resumed run must restore."""
+    return keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM)
+
+
 def compiled(model):
-    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="mse")
+    model.compile(optimizer=optimizer(), loss="mse")
     return model
 
 
-def arrays(model):
-    """Every weight, then the noise and dropout layers' random state, as lists."""
+def arrays(model, optimizer=None):
+    """Every weight, the noise and dropout layers' random state, then every
+    variable of `optimizer` (by default the model's own, once built: the
+    iteration count, the learning rate and the momentums), as lists."""
+    optimizer = optimizer or getattr(model, "optimizer", None)
     values = [keras.ops.convert_to_numpy(v.value) for v in model.weights]
-    return [np.asarray(v).tolist() for v in values + seed_states(model)]
+    values += seed_states(model)
+    if optimizer is not None and optimizer.built:
+        values += [keras.ops.convert_to_numpy(v.value) for v in optimizer.variables]
+    return [np.asarray(v).tolist() for v in values]
 
 
 def history(h):
@@ -127,9 +162,24 @@ def watchdog():
     """A worker that hangs (waiting in a collective for a peer that died)
     prints every thread's stack and exits after MULTIWORKER_WATCHDOG seconds,
     before the test kills it: the test's failure message then shows where."""
+    faulthandler.enable()  # a crash (a segfault) says so in the log
     seconds = float(os.environ.get("MULTIWORKER_WATCHDOG", "0"))
     if seconds > 0:
         faulthandler.dump_traceback_later(seconds, exit=True)
+    parent = int(os.environ.get("MULTIWORKER_PARENT", "0"))
+    if parent:
+        threading.Thread(target=orphan_guard, args=(parent,), daemon=True).start()
+
+
+def orphan_guard(parent):
+    """Exits the worker (at once, whatever it is doing) as soon as the process
+    that started it, the test, is gone: a worker is never left running when
+    pytest is killed. On Linux the worker script has already asked the kernel
+    to kill it then (PR_SET_PDEATHSIG); this covers a test that ended before
+    that, and other systems."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(3)
 
 
 class Interrupt(keras.callbacks.Callback):

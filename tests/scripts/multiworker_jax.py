@@ -1,33 +1,38 @@
 """One process of a two-process JAX cluster (CPU, 127.0.0.1).
 
-tests/test_multiworker.py starts two of these:
+tests/test_multiworker.py starts two of these, twice:
 
-    multiworker_jax.py COORDINATOR PROCESSES PROCESS_ID OUT.json WORKDIR
+    multiworker_jax.py train  COORDINATOR PROCESSES PROCESS_ID OUT.json WORKDIR
+    multiworker_jax.py resume COORDINATOR PROCESSES PROCESS_ID OUT.json WORKDIR
 
-Each calls `jax.distributed.initialize(COORDINATOR, PROCESSES, PROCESS_ID)`
-with LOCAL_DEVICES CPU devices of its own (cross-process collectives on CPU
-through gloo, JAX 0.10's default), sets `keras.distribution.DataParallel` over
-the global device list, and trains:
+Each calls `keras.distribution.initialize(COORDINATOR, PROCESSES, PROCESS_ID)`
+(`jax.distributed.initialize`, then one random seed agreed by every process,
+which unseeded initializers and layers draw from) with LOCAL_DEVICES CPU devices
+of its own (cross-process collectives on CPU through gloo, JAX 0.10's default),
+sets `keras.distribution.DataParallel` over the global device list, and trains.
 
+`train`:
 - fit on the deterministic model (penalties only), from a tf.data pipeline of
   global batches that fit shards between the processes;
 - a jitted custom loop on the same model adding `keras_regs.regularization_loss`
   inside a `keras.StatelessScope`, each global batch assembled from the rows
   each process holds (`jax.make_array_from_process_local_data`);
-- the random model (noise and dropout inserted) for RESUME_EPOCHS epochs with
-  `keras.callbacks.BackupAndRestore`, interrupted as epoch INTERRUPT_AT begins,
-  then a fresh model in the same processes, which the backup restores and which
-  runs the remaining epochs. (JAX draws the noise and the masks for the global
-  batch, so the test compares this with one process's uninterrupted run.)
+- fit on a model with nothing seeded (its weights and random layers drawn from
+  the agreed seed): each process reports its copy, which the test compares;
+- the random model (noise and dropout inserted) for RESUME_EPOCHS epochs
+  uninterrupted, then again with `keras.callbacks.BackupAndRestore`,
+  interrupted as epoch INTERRUPT_AT begins: the process then ends.
 
-Then every process saves the model (Keras creates an optimizer variable while
-saving, which a multi-process distribution places on every process: a save
-run by the chief alone would wait for the others forever); the chief's goes to
-WORKDIR/cluster.keras, the other's to a temporary directory it deletes. Each
-writes its results to OUT.json.
+`resume`: new processes, a new cluster, the random model built afresh and fit
+with the same BackupAndRestore, which restores it (weights, optimizer, random
+state) and runs the remaining epochs. Then every process saves the model (Keras
+creates an optimizer variable while saving, which a multi-process distribution
+places on every process: a save run by the chief alone would wait for the
+others forever); the chief's goes to WORKDIR/cluster.keras, the other's to a
+temporary directory it deletes.
 
-The functions are also what the test's one-process reference runs (no
-distribution, one device, the global batch).
+Each writes its results to OUT.json. The functions are also what the test's
+one-process reference runs (no distribution, one device, the global batch).
 """
 
 import json
@@ -38,6 +43,13 @@ import tempfile
 import time
 
 STARTED = time.monotonic()
+if __name__ == "__main__" and sys.platform.startswith("linux"):
+    # first thing, before the long imports: the kernel kills this worker when
+    # the test that started it ends, however it ends (multiworker_common's
+    # watchdog checks that the test had not already ended)
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 LOCAL_DEVICES = 2
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,7 +65,6 @@ from multiworker_common import (  # noqa: E402
     EPOCHS,
     GLOBAL_BATCH,
     INTERRUPT_AT,
-    LEARNING_RATE,
     RESUME_EPOCHS,
     EpochLogs,
     Interrupt,
@@ -63,8 +74,10 @@ from multiworker_common import (  # noqa: E402
     data,
     deterministic_model,
     history,
+    optimizer,
     random_model,
     saved_record,
+    unseeded_model,
     watchdog,
 )
 
@@ -84,6 +97,15 @@ def fit_run():
     model = compiled(deterministic_model())
     h = model.fit(dataset(), epochs=EPOCHS, shuffle=False, verbose=0)
     return {"history": history(h), "weights": arrays(model)}
+
+
+def unseeded_fit():
+    """fit on the model with nothing seeded: its initial weights and random
+    state, every History entry, and the final weights and optimizer state."""
+    model = compiled(unseeded_model())
+    initial = arrays(model)
+    h = model.fit(dataset(), epochs=EPOCHS, shuffle=False, verbose=0)
+    return {"initial": initial, "history": history(h), "weights": arrays(model)}
 
 
 def random_fit(callbacks=()):
@@ -111,8 +133,8 @@ def loop_run(to_global=None):
     a global batch (a `jax.Array` over the cluster) from the rows of it that
     this process holds."""
     model = deterministic_model()
-    optimizer = keras.optimizers.SGD(LEARNING_RATE)
-    optimizer.build(model.trainable_variables)
+    sgd = optimizer()
+    sgd.build(model.trainable_variables)
     trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
 
     def loss_fn(trainable_values, non_trainable_values, x, y):
@@ -135,7 +157,7 @@ def loop_run(to_global=None):
         (_, (data_loss, penalty, non_trainable_values)), gradients = gradient_fn(
             trainable_values, non_trainable_values, x, y
         )
-        trainable_values, optimizer_values = optimizer.stateless_apply(
+        trainable_values, optimizer_values = sgd.stateless_apply(
             optimizer_values, gradients, trainable_values
         )
         state = trainable_values, non_trainable_values, optimizer_values
@@ -144,7 +166,7 @@ def loop_run(to_global=None):
     state = (
         [v.value for v in trainable],
         [v.value for v in non_trainable],
-        [v.value for v in optimizer.variables],
+        [v.value for v in sgd.variables],
     )
     x, y = data()
     losses = []
@@ -157,24 +179,24 @@ def loop_run(to_global=None):
             losses.append(np.asarray(values).tolist())
     for variable, value in zip(trainable, state[0], strict=True):
         variable.assign(value)
+    for variable, value in zip(sgd.variables, state[2], strict=True):
+        variable.assign(value)
     return {
         "data": [v[0] for v in losses],
         "penalty": [v[1] for v in losses],
-        "weights": arrays(model),
+        "weights": arrays(model, sgd),
     }
 
 
 def main():
     watchdog()
-    coordinator, processes, process_id, out, workdir = sys.argv[1:6]
+    phase, coordinator, processes, process_id, out, workdir = sys.argv[1:7]
     processes, process_id = int(processes), int(process_id)
     jax.config.update("jax_num_cpu_devices", LOCAL_DEVICES)
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=processes,
-        process_id=process_id,
-        initialization_timeout=120,
-    )
+    # jax.distributed.initialize, then a random seed agreed by every process
+    # (the coordinator binds to JAX_COORDINATOR_BIND_ADDRESS, which the test
+    # sets to 127.0.0.1: JAX's default listens on every interface)
+    keras.distribution.initialize(coordinator, processes, process_id)
     seconds = {"import": round(time.monotonic() - STARTED, 2)}
     last = time.monotonic()
 
@@ -195,36 +217,45 @@ def main():
         "data_axes": list(distribution.get_data_layout((GLOBAL_BATCH, 5)).axes),
         "seconds": seconds,
     }
-    report["fit"] = fit_run()
-    timer("fit")
-
-    rows = GLOBAL_BATCH // processes
-    layout = distribution.get_data_layout((GLOBAL_BATCH, 1)).backend_layout
-
-    def to_global(batch):
-        """This process's rows of a global batch, as the global jax.Array."""
-        local = batch[process_id * rows : (process_id + 1) * rows]
-        return jax.make_array_from_process_local_data(layout, local)
-
-    report["loop"] = loop_run(to_global)
-    timer("loop")
     backup = os.path.join(workdir, f"backup-{process_id}")
-    callbacks = [keras.callbacks.BackupAndRestore(backup), Interrupt(INTERRUPT_AT)]
-    _, report["interrupted_logs"] = random_fit(callbacks)
-    timer("interrupted")
-    model, report["resumed_logs"] = random_fit(
-        [keras.callbacks.BackupAndRestore(backup)]
-    )
-    report["resumed"] = arrays(model)
-    timer("resumed")
-    directory = workdir if chief else tempfile.mkdtemp()
-    report["saved"] = os.path.join(directory, "cluster.keras")
-    model.save(report["saved"])
-    if not chief:
-        shutil.rmtree(directory)
-    # every process: an operation on the cluster's arrays runs on all of them
-    report["record"] = saved_record(model)
-    timer("saved")
+    if phase == "train":
+        report["fit"] = fit_run()
+        timer("fit")
+        rows = GLOBAL_BATCH // processes
+        layout = distribution.get_data_layout((GLOBAL_BATCH, 1)).backend_layout
+
+        def to_global(batch):
+            """This process's rows of a global batch, as the global jax.Array."""
+            local = batch[process_id * rows : (process_id + 1) * rows]
+            return jax.make_array_from_process_local_data(layout, local)
+
+        report["loop"] = loop_run(to_global)
+        timer("loop")
+        report["unseeded"] = unseeded_fit()
+        timer("unseeded")
+        model, report["uninterrupted_logs"] = random_fit()
+        report["uninterrupted"] = arrays(model)
+        timer("uninterrupted")
+        callbacks = [keras.callbacks.BackupAndRestore(backup), Interrupt(INTERRUPT_AT)]
+        _, report["interrupted_logs"] = random_fit(callbacks)
+        timer("interrupted")
+    elif phase == "resume":
+        model, report["resumed_logs"] = random_fit(
+            [keras.callbacks.BackupAndRestore(backup)]
+        )
+        report["resumed"] = arrays(model)
+        timer("resumed")
+        directory = workdir if chief else tempfile.mkdtemp()
+        report["saved"] = os.path.join(directory, "cluster.keras")
+        model.save(report["saved"])
+        report["saved_bytes"] = os.path.getsize(report["saved"])
+        if not chief:
+            shutil.rmtree(directory)
+        # every process: an operation on the cluster's arrays runs on all of them
+        report["record"] = saved_record(model)
+        timer("saved")
+    else:
+        raise SystemExit(f"unknown phase {phase!r}")
     with open(out, "w") as f:
         json.dump(report, f)
 

@@ -33,6 +33,13 @@ import tempfile
 import time
 
 STARTED = time.monotonic()
+if __name__ == "__main__" and sys.platform.startswith("linux"):
+    # first thing, before the long imports: the kernel kills this worker when
+    # the test that started it ends, however it ends (multiworker_common's
+    # watchdog checks that the test had not already ended)
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
@@ -46,7 +53,6 @@ from multiworker_common import (  # noqa: E402
     EPOCHS,
     GLOBAL_BATCH,
     INTERRUPT_AT,
-    LEARNING_RATE,
     RESUME_EPOCHS,
     EpochLogs,
     Interrupt,
@@ -56,6 +62,7 @@ from multiworker_common import (  # noqa: E402
     data,
     deterministic_model,
     history,
+    optimizer,
     random_model,
     saved_record,
     watchdog,
@@ -89,11 +96,12 @@ def fit_run(strategy):
 def loop_run(strategy, penalty):
     """The tf.distribute custom-loop recipe with `penalty(model)` added in each
     replica: each step's data loss and penalty summed over the replicas (what
-    one process computes on the global batch), and the final weights."""
+    one process computes on the global batch), the final weights and optimizer
+    state, and the rows of the first global batch this worker trained on."""
     with strategy.scope():
         model = deterministic_model()
-        optimizer = keras.optimizers.SGD(LEARNING_RATE)
-        optimizer.build(model.trainable_variables)
+        sgd = optimizer()
+        sgd.build(model.trainable_variables)
     x, y = data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     dataset = strategy.experimental_distribute_dataset(
@@ -113,18 +121,25 @@ def loop_run(strategy, penalty):
                 loss = data_loss + penalty_loss
             variables = model.trainable_variables
             gradients = tape.gradient(loss, variables)
-            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            sgd.apply_gradients(zip(gradients, variables, strict=True))
             return tf.stack([data_loss, penalty_loss])
 
         per_replica = strategy.run(replica_step, args=(xb, yb))
         return strategy.reduce("SUM", per_replica, axis=None)
 
-    data_losses, penalties = [], []
+    data_losses, penalties, first_rows = [], [], None
     for xb, yb in dataset:
+        if first_rows is None:  # this worker's replica's rows (one replica)
+            first_rows = strategy.experimental_local_results(xb)[0].numpy().tolist()
         data_loss, penalty_loss = step(xb, yb).numpy().tolist()
         data_losses.append(data_loss)
         penalties.append(penalty_loss)
-    return {"data": data_losses, "penalty": penalties, "weights": arrays(model)}
+    return {
+        "data": data_losses,
+        "penalty": penalties,
+        "weights": arrays(model, sgd),
+        "first_rows": first_rows,
+    }
 
 
 def raw_penalty(model):
@@ -179,41 +194,34 @@ def replica_draws(strategy):
     return draw(batch).numpy().tolist()
 
 
+# Two fixes to Keras 3.15's TensorFlow trainer, without which `fit` fails under
+# MultiWorkerMirroredStrategy, with or without keras_regs (keras-team/keras#20585,
+# tensorflow/tensorflow#72388): `_maybe_symbolic_build` reduces the first batch,
+# a tuple of per-replica values, in one `strategy.reduce` call ("Attempt to
+# convert a value (PerReplica...)"): here the model is built on this worker's own
+# rows of that batch instead, with no communication (any dtype, any split); the
+# train step reduces each logged scalar along axis 0 ("Invalid reduction
+# dimension 0 for input with 0 dimensions"): here the mean over the replicas, what
+# "auto" means for every other strategy (each replica's running mean over its
+# rows: with equal per-replica batches, the global batch's). docs/scaling-out.md
+# prints this function; the test checks the two copies are the same.
 def patch_keras_fit_for_multiworker():
-    """Two fixes to Keras 3.15's TensorFlow trainer, without which `fit` fails
-    under MultiWorkerMirroredStrategy for any model, with or without keras_regs
-    (keras-team/keras#20585, tensorflow/tensorflow#72388):
-
-    - `_maybe_symbolic_build` passes the first batch, a tuple `(x, y)` of
-      per-replica values, to `strategy.reduce` in one call, which
-      MultiWorkerMirroredStrategy refuses ("Attempt to convert a value
-      (PerReplica...) with an unsupported type ... to a Tensor"): reduced one
-      tensor at a time here.
-    - the train step reduces each logged value with `strategy.reduce("MEAN",
-      v, axis=0)` on a multi-worker strategy (`reduce_per_replica(...,
-      reduction="auto")`), which fails on a scalar ("Invalid reduction
-      dimension 0 for input with 0 dimensions"): the mean over the replicas
-      (axis=None) here, what "auto" means for every other strategy. Each
-      logged value is a replica's own running mean over its rows (Keras'
-      metric variables are per replica, synchronization="on_read"): with
-      equal per-replica batches their mean is the global batch's.
-    """
+    """Mend Keras 3.15's `fit` under MultiWorkerMirroredStrategy (a no-op for
+    every other strategy)."""
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 
     def multi_worker(strategy):
         return trainer._collective_all_reduce_multi_worker(strategy)
 
-    def mean_over_replicas(values, strategy):
-        return tree.map_structure(
-            lambda v: strategy.reduce("MEAN", v, axis=None), values
-        )
-
     reduce_per_replica = trainer.reduce_per_replica
 
     def reduce_each(values, strategy, reduction):
+        # each replica's own metric results: their mean, as "auto" means elsewhere
         if reduction == "auto" and multi_worker(strategy):
-            return mean_over_replicas(values, strategy)
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values
+            )
         return reduce_per_replica(values, strategy, reduction)
 
     symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
@@ -222,8 +230,10 @@ def patch_keras_fit_for_multiworker():
         strategy = self._distribute_strategy
         if iterator is None or strategy is None or not multi_worker(strategy):
             return symbolic_build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            data_batch = mean_over_replicas(next(it), strategy)
+        for _, _, it in iterator:  # the first batch: this worker's own rows
+            data_batch = tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], next(it)
+            )
             break
         with strategy.scope():
             self._symbolic_build(data_batch=data_batch)
@@ -280,6 +290,7 @@ def main():
         directory = workdir if chief else tempfile.mkdtemp()
         report["saved"] = os.path.join(directory, "cluster.keras")
         model.save(report["saved"])
+        report["saved_bytes"] = os.path.getsize(report["saved"])
         if not chief:
             shutil.rmtree(directory)
         report["record"] = saved_record(model)
