@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with only Python:
 #   make demo   installs keras_regs and the demo's extra (nothing else) into .venv
-#               and runs the main job, examples/digits.py
+#               and runs the main job, examples/mnist.py
 #   make test   installs the test, demo, docs and hub extras into .venv, lints,
 #               builds the sdist and wheel (make dist) and installs the wheel into
 #               a fresh environment with only its base dependencies (the
@@ -104,7 +104,7 @@ compat: $(STAMP)
 		|| echo "*** keras-nightly: failures above (not blocking; see docs/compatibility.md)"
 
 demo: $(DEMO_STAMP)
-	$(BIN)/python examples/digits.py
+	$(BIN)/python examples/mnist.py
 
 # The publishing rehearsal: the sdist and the wheel into dist/, checked by twine
 # (the README renders on a package index, the metadata is complete).
