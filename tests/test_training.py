@@ -73,7 +73,20 @@ class Together(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("eager", [False, True], ids=["compiled", "eager"])
-def test_two_models_fitted_at_once_in_two_threads_log_what_they_log_alone(eager):
+def test_two_models_fitted_at_once_in_two_threads_log_what_they_log_alone(
+    eager, request
+):
+    if eager and keras.backend.backend() == "jax":
+        # Still run, and reported: XPASS when equal, XFAIL when not.
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=False,
+                reason="a race under load, seen 2026-11-30 twice in ~6 runs with "
+                "pytest -n 2 (Keras 3.15.1 and 3.14.0): one of the second epoch's "
+                "logged values 0.3% off (2.2289 vs 2.2355); not reproduced alone "
+                "(3 of 3 pass); under investigation",
+            )
+        )
     alone = [fit(model, epochs=2) for model in two_models(eager)]
     models = two_models(eager)
     barrier = threading.Barrier(2)
