@@ -203,6 +203,24 @@ def assert_logs_match(actual, expected, keywords):
     np.testing.assert_allclose(parts, actual["loss"], rtol=TOLERANCE)
 
 
+def assert_fit_and_loop_match(report, fit, loop):
+    """A worker's `fit` (losses, every per-term entry, weights) and its custom
+    loop adding regularization_loss equal one process on the global batch: each
+    replica adds 1/replicas of every penalty, and the summed gradients count it
+    once."""
+    mw = scripts_module("multiworker_common")
+    assert_logs_match(
+        report["fit"]["history"],
+        fit["history"],
+        ["data_loss", "weight_l2", "weight_l1", "hidden_l1"],
+    )
+    assert mw.max_difference(report["fit"]["weights"], fit["weights"]) < TOLERANCE
+    custom = report["loop"]
+    np.testing.assert_allclose(custom["data"], loop["data"], rtol=TOLERANCE)
+    np.testing.assert_allclose(custom["penalty"], loop["penalty"], rtol=TOLERANCE)
+    assert mw.max_difference(custom["weights"], loop["weights"]) < TOLERANCE
+
+
 def assert_resumed(report, logs, arrays, exact=True):
     """The logs of the interrupted run (its first INTERRUPT_AT epochs) and of
     the resumed one (the rest) are `logs`' epochs, and the resumed run ends
@@ -324,19 +342,7 @@ def test_tensorflow_two_workers_count_each_penalty_once(tmp_path):
     for report in train + resume:
         assert report["workers"] == WORKERS and report["replicas"] == WORKERS
     for report in train:
-        # fit: the losses, every per-term entry and the weights of one process
-        assert_logs_match(
-            report["fit"]["history"],
-            fit["history"],
-            ["data_loss", "weight_l2", "weight_l1", "hidden_l1"],
-        )
-        assert mw.max_difference(report["fit"]["weights"], fit["weights"]) < TOLERANCE
-        # a custom loop adding regularization_loss: each replica adds
-        # 1/replicas of every penalty, and the summed gradients count it once
-        custom = report["loop"]
-        np.testing.assert_allclose(custom["data"], loop["data"], rtol=TOLERANCE)
-        np.testing.assert_allclose(custom["penalty"], loop["penalty"], rtol=TOLERANCE)
-        assert mw.max_difference(custom["weights"], loop["weights"]) < TOLERANCE
+        assert_fit_and_loop_match(report, fit, loop)
         # the raw sum(model.losses) counts every penalty once per replica
         raw = report["raw_loop"]
         np.testing.assert_allclose(
@@ -434,16 +440,7 @@ def test_jax_two_processes_count_each_penalty_once(tmp_path):
         assert report["devices"] == WORKERS * report["local_devices"] > WORKERS
         assert report["data_axes"] == ["batch", None]
     for report in train:
-        assert_logs_match(
-            report["fit"]["history"],
-            fit["history"],
-            ["data_loss", "weight_l2", "weight_l1", "hidden_l1"],
-        )
-        assert mw.max_difference(report["fit"]["weights"], fit["weights"]) < TOLERANCE
-        custom = report["loop"]
-        np.testing.assert_allclose(custom["data"], loop["data"], rtol=TOLERANCE)
-        np.testing.assert_allclose(custom["penalty"], loop["penalty"], rtol=TOLERANCE)
-        assert mw.max_difference(custom["weights"], loop["weights"]) < TOLERANCE
+        assert_fit_and_loop_match(report, fit, loop)
 
     # Nothing seeded: both processes built the same model from the seed
     # keras.distribution.initialize agreed on (else placing the weights fails),
